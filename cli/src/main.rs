@@ -1,0 +1,67 @@
+//! `warren`: run the fleet, publish messages, send requests.
+//!
+//! Exit codes: 0 success; 1 a request faulted or a message was not delivered; 2 usage,
+//! configuration or connection errors; 3 a request timed out (and none faulted).
+
+mod input;
+mod send;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use warren_runtime::{Overrides, Settings};
+
+/// warren: a fleet of workers that talk through RabbitMQ.
+#[derive(Debug, Parser)]
+#[command(name = "warren", version, about)]
+struct Cli {
+    /// The broker URL (overrides WARREN_AMQP_URL and amqp.url).
+    #[arg(long, global = true)]
+    amqp_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every worker of the fleet in the foreground, restarting crashed ones.
+    Up(up::UpArgs),
+    /// Publish one message, fire and forget; prints its id.
+    Publish(send::PublishArgs),
+    /// Send requests and print each outcome as one JSON line.
+    Request(send::RequestArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("warren: cannot start the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let overrides = Overrides {
+        amqp_url: cli.amqp_url,
+        prefetch: None,
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Publish(args) => send::publish(&load_settings(&overrides)?, args).await,
+            Command::Request(args) => send::request(&load_settings(&overrides)?, args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("warren: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_settings(overrides: &Overrides) -> anyhow::Result<Settings> {
+    Ok(Settings::load(overrides)?)
+}

@@ -1,0 +1,208 @@
+//! `warren publish` and `warren request`.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::value::RawValue;
+use warren_messages::catalogue::{self, Kind};
+use warren_messages::{Attributes, Envelope, Fault, Payload, Progress};
+use warren_runtime::topology::{COMMANDS_EXCHANGE, EVENTS_EXCHANGE};
+use warren_runtime::{Delivered, Originator, PendingConfirm, Settings};
+
+/// How many publishes may wait for their confirms at once.
+const CONFIRM_WINDOW: usize = 1000;
+
+/// Arguments of `warren publish`.
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// The message type, e.g. dev.warren.echo.v1.
+    pub message_type: String,
+    /// The data: inline JSON, @file, or - for stdin.
+    pub data: String,
+}
+
+/// Arguments of `warren request`.
+#[derive(Debug, clap::Args)]
+pub struct RequestArgs {
+    /// The message type, e.g. dev.warren.echo.v1.
+    pub message_type: String,
+    /// The data: inline JSON, @file, or - for stdin.
+    pub data: String,
+    /// How long to wait for each request's outcome, e.g. 10s or 2m. Also sent as the
+    /// request's deadline: no worker starts it later.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Send this many copies, each its own request.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub count: u32,
+}
+
+/// Parses `10s`, `1m30s`, `500ms`, ….
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration: SignedDuration = text
+        .parse()
+        .map_err(|error| format!("{text:?} is not a duration like 10s or 500ms: {error}"))?;
+    Duration::try_from(duration)
+        .ok()
+        .filter(|duration| !duration.is_zero())
+        .ok_or_else(|| format!("{text:?} must be a positive duration"))
+}
+
+fn source() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("/warren/cli/{host}")
+}
+
+fn exchange_for(message_type: &str) -> &'static str {
+    match catalogue::lookup(message_type).map(|entry| entry.kind) {
+        Some(Kind::Event) => EVENTS_EXCHANGE,
+        _ => COMMANDS_EXCHANGE,
+    }
+}
+
+fn new_envelope<'a>(message_type: &str, data: &'a RawValue) -> Envelope<&'a RawValue> {
+    let schema = catalogue::lookup(message_type).map(|entry| entry.schema);
+    Envelope {
+        attributes: Attributes::request_of_type(message_type, schema, &source()),
+        data,
+    }
+}
+
+/// Waits for a confirm; `false` (after saying why) when no queue took the message.
+async fn routed(confirm: PendingConfirm, message_type: &str) -> anyhow::Result<bool> {
+    if confirm.wait().await? == Delivered::Returned {
+        eprintln!(
+            "warren: no worker consumes {message_type}: no queue is bound for it (is the \
+             type right, and has its worker ever started?)"
+        );
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// `warren publish`: sends one message without a reply queue and prints its id.
+pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<ExitCode> {
+    let data = crate::input::read_data(&args.data)?;
+    let originator = Originator::connect(settings, "warren-cli publish", 1)
+        .await
+        .context("cannot connect to the broker")?;
+    let envelope = new_envelope(&args.message_type, &data);
+    let confirm = originator
+        .send(exchange_for(&args.message_type), &envelope)
+        .await?;
+    let was_routed = routed(confirm, &args.message_type).await?;
+    originator.close().await?;
+    if !was_routed {
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("{}", envelope.attributes.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `warren request`: sends `--count` requests and prints each one's outcome envelope as
+/// one JSON line as it arrives.
+///
+/// Exit code 0 when every request got a result, 1 when any got a fault (or could not be
+/// routed), 3 when any timed out and none faulted.
+pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<ExitCode> {
+    let data = crate::input::read_data(&args.data)?;
+    let prefetch = u16::try_from(args.count.min(1000)).unwrap_or(1000);
+    let mut originator = Originator::connect(settings, "warren-cli request", prefetch)
+        .await
+        .context("cannot connect to the broker")?;
+    let exchange = exchange_for(&args.message_type);
+    let timeout = SignedDuration::try_from(args.timeout).unwrap_or(SignedDuration::MAX);
+
+    let mut pending: HashSet<String> = HashSet::with_capacity(args.count as usize);
+    let mut confirms = Vec::with_capacity(CONFIRM_WINDOW);
+    for _ in 0..args.count {
+        let mut envelope = new_envelope(&args.message_type, &data);
+        envelope.attributes.replyto = Some(originator.reply_queue().to_owned());
+        envelope.attributes.deadline = Timestamp::now().checked_add(timeout).ok();
+        confirms.push(originator.send(exchange, &envelope).await?);
+        pending.insert(envelope.attributes.id);
+        if confirms.len() == CONFIRM_WINDOW || pending.len() == args.count as usize {
+            for confirm in confirms.drain(..) {
+                if !routed(confirm, &args.message_type).await? {
+                    originator.close().await?;
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+    }
+
+    let wait_until = tokio::time::Instant::now() + args.timeout;
+    let mut faults = 0usize;
+    let stdout = std::io::stdout();
+    while !pending.is_empty() {
+        let next = tokio::time::timeout_at(wait_until, originator.next_outcome()).await;
+        let outcome = match next {
+            Err(_elapsed) => break,
+            Ok(None) => anyhow::bail!("the broker closed the reply queue's consumer"),
+            Ok(Some(outcome)) => outcome?,
+        };
+        let envelope = match outcome.envelope {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                eprintln!("warren: ignoring an unreadable outcome: {error}");
+                continue;
+            }
+        };
+        let attributes = &envelope.attributes;
+        if attributes.message_type == Progress::TYPE {
+            continue;
+        }
+        // An outcome for a request already answered (a redelivery) is not printed again.
+        if !pending.remove(attributes.correlation_id()) {
+            continue;
+        }
+        if attributes.message_type == Fault::TYPE {
+            faults += 1;
+        }
+        let mut out = stdout.lock();
+        out.write_all(&outcome.body)?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+    }
+    let timed_out = pending.len();
+    originator.close().await?;
+    if timed_out > 0 {
+        eprintln!(
+            "warren: {timed_out} of {} requests got no outcome within {:?}",
+            args.count, args.timeout
+        );
+    }
+    Ok(if faults > 0 {
+        ExitCode::FAILURE
+    } else if timed_out > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_zero_is_rejected() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn events_go_to_the_events_exchange() {
+        assert_eq!(exchange_for("dev.warren.echo.v1"), COMMANDS_EXCHANGE);
+        assert_eq!(exchange_for("dev.example.unknown.v1"), COMMANDS_EXCHANGE);
+    }
+}

@@ -1,0 +1,473 @@
+//! Decoding received bytes into an [`Envelope`], with the input limits.
+//!
+//! Every way a message can be unreadable has its own [`DecodeError`] variant, so the
+//! runtime can dead-letter it with a precise reason and fault the originator. Cheap
+//! checks come first: the size before anything is read, UTF-8 and nesting depth before
+//! the JSON parser runs.
+
+use std::borrow::Cow;
+
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::envelope::{Attributes, Envelope, SPEC_VERSION};
+use crate::payload::{Inbound, fault_code};
+
+/// Input limits, checked before a body is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// The deepest nesting of JSON arrays and objects accepted, the envelope included.
+    pub max_depth: usize,
+}
+
+impl Limits {
+    /// The deepest nesting that can be configured: below the JSON parser's own
+    /// recursion limit, so the precise [`DecodeError::TooDeep`] is what fires.
+    pub const MAX_DEPTH_CEILING: usize = 120;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_depth: 64,
+        }
+    }
+}
+
+/// Why a received message could not be read. All of these are bad input: never
+/// retried, dead-lettered with [`DecodeError::reason_code`] and the text of the error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The body is larger than [`Limits::max_body_bytes`].
+    #[error("body is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// The body's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The body is not UTF-8.
+    #[error("body is not UTF-8 (invalid byte at offset {valid_up_to})")]
+    NotUtf8 {
+        /// The offset of the first invalid byte.
+        valid_up_to: usize,
+    },
+    /// The body nests arrays and objects deeper than [`Limits::max_depth`].
+    #[error("body nests JSON deeper than the limit of {limit}")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+    /// The body is not JSON.
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    /// The body is JSON but not a CloudEvents envelope.
+    #[error("body is not a CloudEvents envelope: {0}")]
+    InvalidEnvelope(String),
+    /// The envelope has a `specversion` other than `1.0`.
+    #[error("unknown specversion {0:?}; warren speaks CloudEvents 1.0")]
+    UnknownSpecVersion(String),
+    /// A required attribute is missing or empty.
+    #[error("required attribute `{0}` is missing")]
+    MissingAttribute(&'static str),
+    /// An attribute has a value of the wrong form.
+    #[error("attribute `{name}` is invalid: {reason}")]
+    InvalidAttribute {
+        /// The attribute.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Nobody here handles this message type.
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    /// The `data` does not decode into the message type's payload.
+    #[error("data does not match {message_type}: {reason}")]
+    InvalidData {
+        /// The message type.
+        message_type: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl DecodeError {
+    /// A stable snake_case name of the error, for dead-letter headers and metrics.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::NotUtf8 { .. } => "not_utf8",
+            DecodeError::TooDeep { .. } => "too_deep",
+            DecodeError::NotJson(_) => "not_json",
+            DecodeError::InvalidEnvelope(_) => "invalid_envelope",
+            DecodeError::UnknownSpecVersion(_) => "unknown_specversion",
+            DecodeError::MissingAttribute(_) => "missing_attribute",
+            DecodeError::InvalidAttribute { .. } => "invalid_attribute",
+            DecodeError::UnknownType(_) => "unknown_type",
+            DecodeError::InvalidData { .. } => "invalid_data",
+        }
+    }
+
+    /// The fault code the originator receives for this error.
+    pub fn fault_code(&self) -> &'static str {
+        match self {
+            DecodeError::InvalidData { .. } => fault_code::INVALID_PAYLOAD,
+            DecodeError::UnknownType(_) => fault_code::UNKNOWN_TYPE,
+            _ => fault_code::INVALID_ENVELOPE,
+        }
+    }
+}
+
+/// The envelope as it appears on the wire, every attribute optional so that a missing
+/// one is reported by name.
+#[derive(Deserialize)]
+struct WireEnvelope<'a> {
+    #[serde(borrow)]
+    specversion: Option<Cow<'a, str>>,
+    id: Option<String>,
+    source: Option<String>,
+    #[serde(rename = "type")]
+    message_type: Option<String>,
+    #[serde(borrow)]
+    time: Option<Cow<'a, str>>,
+    datacontenttype: Option<String>,
+    dataschema: Option<String>,
+    subject: Option<String>,
+    correlationid: Option<String>,
+    causationid: Option<String>,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+    replyto: Option<String>,
+    #[serde(borrow)]
+    deadline: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// Decodes a structured-mode CloudEvent (`application/cloudevents+json`).
+///
+/// The returned envelope borrows its `data` from `body`; decode it into a payload with
+/// [`Envelope::decode_data`].
+pub fn decode_structured<'a>(
+    body: &'a [u8],
+    limits: &Limits,
+) -> Result<Envelope<&'a RawValue>, DecodeError> {
+    let text = check_text(body, limits)?;
+    let wire: WireEnvelope<'a> = serde_json::from_str(text).map_err(|error| {
+        if error.is_data() {
+            DecodeError::InvalidEnvelope(error.to_string())
+        } else {
+            DecodeError::NotJson(error.to_string())
+        }
+    })?;
+    match wire.specversion.as_deref() {
+        Some(SPEC_VERSION) => {}
+        Some(other) => return Err(DecodeError::UnknownSpecVersion(other.to_owned())),
+        None => return Err(DecodeError::MissingAttribute("specversion")),
+    }
+    let attributes = Attributes {
+        id: required("id", wire.id)?,
+        source: required("source", wire.source)?,
+        message_type: required("type", wire.message_type)?,
+        time: timestamp("time", wire.time.as_deref())?,
+        datacontenttype: wire.datacontenttype,
+        dataschema: wire.dataschema,
+        subject: wire.subject,
+        correlationid: wire.correlationid,
+        causationid: wire.causationid,
+        traceparent: wire.traceparent,
+        tracestate: wire.tracestate,
+        replyto: wire.replyto,
+        deadline: timestamp("deadline", wire.deadline.as_deref())?,
+    };
+    check_content_type(attributes.datacontenttype.as_deref())?;
+    Ok(Envelope {
+        attributes,
+        data: wire.data.unwrap_or(RawValue::NULL),
+    })
+}
+
+/// Decodes a binary-mode CloudEvent, as the CloudEvents RabbitMQ binding sends it: the
+/// attributes in `ce-`-prefixed headers, `content_type` as `datacontenttype`, and the
+/// body as `data`. Header names are matched without regard to case.
+pub fn decode_binary<'a>(
+    headers: &[(&str, &str)],
+    content_type: Option<&str>,
+    body: &'a [u8],
+    limits: &Limits,
+) -> Result<Envelope<&'a RawValue>, DecodeError> {
+    let header = |name: &str| {
+        headers.iter().find_map(|(key, value)| {
+            key.get(..3).filter(|p| p.eq_ignore_ascii_case("ce-"))?;
+            key[3..]
+                .eq_ignore_ascii_case(name)
+                .then(|| (*value).to_owned())
+        })
+    };
+    match header("specversion").as_deref() {
+        Some(SPEC_VERSION) => {}
+        Some(other) => return Err(DecodeError::UnknownSpecVersion(other.to_owned())),
+        None => return Err(DecodeError::MissingAttribute("specversion")),
+    }
+    let attributes = Attributes {
+        id: required("id", header("id"))?,
+        source: required("source", header("source"))?,
+        message_type: required("type", header("type"))?,
+        time: timestamp("time", header("time").as_deref())?,
+        datacontenttype: content_type.map(str::to_owned),
+        dataschema: header("dataschema"),
+        subject: header("subject"),
+        correlationid: header("correlationid"),
+        causationid: header("causationid"),
+        traceparent: header("traceparent"),
+        tracestate: header("tracestate"),
+        replyto: header("replyto"),
+        deadline: timestamp("deadline", header("deadline").as_deref())?,
+    };
+    check_content_type(attributes.datacontenttype.as_deref())?;
+    let text = check_text(body, limits)?;
+    let data = if text.trim().is_empty() {
+        RawValue::NULL
+    } else {
+        serde_json::from_str::<&RawValue>(text)
+            .map_err(|error| DecodeError::NotJson(error.to_string()))?
+    };
+    Ok(Envelope { attributes, data })
+}
+
+impl<'a> Envelope<&'a RawValue> {
+    /// Decodes `data` into the payload `I`, checking first that `I` accepts the type.
+    pub fn decode_data<I: Inbound>(&self) -> Result<I, DecodeError> {
+        let message_type = self.attributes.message_type.as_str();
+        if !I::types().contains(&message_type) {
+            return Err(DecodeError::UnknownType(message_type.to_owned()));
+        }
+        I::decode(message_type, self.data).map_err(|error| DecodeError::InvalidData {
+            message_type: message_type.to_owned(),
+            reason: error.to_string(),
+        })
+    }
+}
+
+fn required(name: &'static str, value: Option<String>) -> Result<String, DecodeError> {
+    value
+        .filter(|value| !value.is_empty())
+        .ok_or(DecodeError::MissingAttribute(name))
+}
+
+fn timestamp(name: &'static str, value: Option<&str>) -> Result<Option<Timestamp>, DecodeError> {
+    value
+        .map(|text| {
+            text.parse::<Timestamp>()
+                .map_err(|error| DecodeError::InvalidAttribute {
+                    name,
+                    reason: format!("{text:?} is not an RFC 3339 time: {error}"),
+                })
+        })
+        .transpose()
+}
+
+fn check_content_type(content_type: Option<&str>) -> Result<(), DecodeError> {
+    match content_type {
+        None => Ok(()),
+        Some(value) => {
+            let media_type = value.split(';').next().unwrap_or("").trim();
+            if media_type.eq_ignore_ascii_case("application/json")
+                || media_type.to_ascii_lowercase().ends_with("+json")
+            {
+                Ok(())
+            } else {
+                Err(DecodeError::InvalidAttribute {
+                    name: "datacontenttype",
+                    reason: format!("{value:?} is not JSON; warren payloads are JSON"),
+                })
+            }
+        }
+    }
+}
+
+/// The size, UTF-8 and depth checks every body passes before it is parsed.
+fn check_text<'a>(body: &'a [u8], limits: &Limits) -> Result<&'a str, DecodeError> {
+    if body.len() > limits.max_body_bytes {
+        return Err(DecodeError::TooLarge {
+            size: body.len(),
+            limit: limits.max_body_bytes,
+        });
+    }
+    let text = std::str::from_utf8(body).map_err(|error| DecodeError::NotUtf8 {
+        valid_up_to: error.valid_up_to(),
+    })?;
+    check_depth(body, limits.max_depth)?;
+    Ok(text)
+}
+
+/// Scans the nesting depth of arrays and objects without parsing, skipping strings.
+fn check_depth(body: &[u8], limit: usize) -> Result<(), DecodeError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return Err(DecodeError::TooDeep { limit });
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::{EchoRequest, Payload};
+
+    const VALID: &str = r#"{"specversion":"1.0","id":"m1","source":"/test","type":"dev.warren.echo.v1","correlationid":"c1","replyto":"warren.reply.x","data":{"hello":"world"}}"#;
+
+    fn decode(body: &str) -> Result<Envelope<&RawValue>, DecodeError> {
+        decode_structured(body.as_bytes(), &Limits::default())
+    }
+
+    fn with(field: &str, value: &str) -> String {
+        let mut json: serde_json::Value = serde_json::from_str(VALID).expect("valid json");
+        json[field] = serde_json::from_str(value).expect("value");
+        json.to_string()
+    }
+
+    fn without(field: &str) -> String {
+        let mut json: serde_json::Value = serde_json::from_str(VALID).expect("valid json");
+        json.as_object_mut().expect("object").remove(field);
+        json.to_string()
+    }
+
+    #[test]
+    fn decodes_a_valid_envelope() {
+        let envelope = decode(VALID).expect("valid");
+        assert_eq!(envelope.attributes.id, "m1");
+        assert_eq!(envelope.attributes.correlation_id(), "c1");
+        assert_eq!(
+            envelope.attributes.replyto.as_deref(),
+            Some("warren.reply.x")
+        );
+        let request: EchoRequest = envelope.decode_data().expect("echo data");
+        assert_eq!(request.0.get(), r#"{"hello":"world"}"#);
+    }
+
+    #[test]
+    fn rejects_each_kind_of_bad_input_with_its_own_error() {
+        let limits = Limits {
+            max_body_bytes: 4096,
+            max_depth: 8,
+        };
+        let deep = format!("{}{}", "[".repeat(1_000), "]".repeat(1_000));
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (vec![b'{'; 5000], "too_large"),
+            (b"{\"a\":\"\xff\"}".to_vec(), "not_utf8"),
+            (deep.into_bytes(), "too_deep"),
+            (b"not json".to_vec(), "not_json"),
+            (b"[1,2]".to_vec(), "invalid_envelope"),
+            (
+                with("specversion", "\"0.3\"").into_bytes(),
+                "unknown_specversion",
+            ),
+            (without("specversion").into_bytes(), "missing_attribute"),
+            (without("id").into_bytes(), "missing_attribute"),
+            (with("source", "\"\"").into_bytes(), "missing_attribute"),
+            (with("id", "7").into_bytes(), "invalid_envelope"),
+            (
+                with("deadline", "\"tomorrow\"").into_bytes(),
+                "invalid_attribute",
+            ),
+            (
+                with("datacontenttype", "\"text/plain\"").into_bytes(),
+                "invalid_attribute",
+            ),
+        ];
+        for (body, expected) in cases {
+            let error = decode_structured(&body, &limits).expect_err(expected);
+            assert_eq!(error.reason_code(), expected, "{error}");
+        }
+    }
+
+    #[test]
+    fn depth_scan_ignores_brackets_inside_strings() {
+        let body = format!(
+            r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{{"s":"{}\"["}}}}"#,
+            "[".repeat(500)
+        );
+        assert!(decode(&body).is_ok());
+    }
+
+    #[test]
+    fn unknown_type_and_invalid_data_are_told_apart() {
+        let unknown = with("type", "\"dev.warren.nope.v1\"");
+        let envelope = decode(&unknown).expect("envelope");
+        let error = envelope.decode_data::<EchoRequest>().expect_err("unknown");
+        assert_eq!(error, DecodeError::UnknownType("dev.warren.nope.v1".into()));
+        assert_eq!(error.fault_code(), fault_code::UNKNOWN_TYPE);
+
+        let not_object = with("data", "[1]");
+        let envelope = decode(&not_object).expect("envelope");
+        let error = envelope.decode_data::<EchoRequest>().expect_err("invalid");
+        assert_eq!(error.reason_code(), "invalid_data");
+        assert_eq!(error.fault_code(), fault_code::INVALID_PAYLOAD);
+
+        let missing = without("data");
+        let envelope = decode(&missing).expect("envelope");
+        assert!(envelope.decode_data::<EchoRequest>().is_err());
+    }
+
+    #[test]
+    fn decodes_binary_mode() {
+        let headers = [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "b1"),
+            ("CE-Source", "/sdk"),
+            ("ce-type", EchoRequest::TYPE),
+            ("ce-replyto", "warren.reply.sdk"),
+            ("ce-time", "2026-11-27T10:00:00+01:00"),
+            ("other", "ignored"),
+        ];
+        let envelope = decode_binary(
+            &headers,
+            Some("application/json"),
+            br#"{"k":1}"#,
+            &Limits::default(),
+        )
+        .expect("binary");
+        assert_eq!(envelope.attributes.id, "b1");
+        assert_eq!(envelope.attributes.source, "/sdk");
+        assert_eq!(
+            envelope.attributes.replyto.as_deref(),
+            Some("warren.reply.sdk")
+        );
+        assert_eq!(envelope.data.get(), r#"{"k":1}"#);
+        assert!(envelope.attributes.time.is_some());
+
+        let error = decode_binary(&headers[1..], None, b"{}", &Limits::default())
+            .expect_err("no specversion");
+        assert_eq!(error, DecodeError::MissingAttribute("specversion"));
+        let error = decode_binary(&headers, None, b"{", &Limits::default()).expect_err("bad");
+        assert_eq!(error.reason_code(), "not_json");
+    }
+}

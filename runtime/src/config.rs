@@ -1,0 +1,391 @@
+//! Typed, layered settings, validated at start-up.
+//!
+//! Layers, each overriding the one before: the defaults compiled in from
+//! `config/default.toml`; `default.toml` and `$WARREN_ENV.toml` under `$WARREN_CONFIG_DIR`
+//! (default `./config`); `WARREN_<SECTION>__<KEY>` environment variables plus the short
+//! forms `WARREN_AMQP_URL` and `WARREN_LOG`; then command-line flags.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use warren_messages::Limits;
+
+const DEFAULTS: &str = include_str!("../../config/default.toml");
+
+/// Everything a warren process reads from its configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The broker connection.
+    pub amqp: AmqpSettings,
+    /// How a worker consumes.
+    pub worker: WorkerSettings,
+    /// Input limits.
+    pub limits: LimitSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// The broker connection.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSettings {
+    /// The broker URL (`amqp://` or `amqps://`), which may hold a password.
+    pub url: String,
+    /// Heartbeat interval asked of the broker, in seconds.
+    pub heartbeat_secs: u16,
+    /// How long a publish may wait for its confirm, in milliseconds.
+    pub confirm_timeout_ms: u64,
+}
+
+impl AmqpSettings {
+    /// The URL with its password replaced by `***`, safe to log.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// How long a publish may wait for its confirm.
+    pub fn confirm_timeout(&self) -> Duration {
+        Duration::from_millis(self.confirm_timeout_ms)
+    }
+}
+
+impl fmt::Debug for AmqpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpSettings")
+            .field("url", &self.redacted_url())
+            .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("confirm_timeout_ms", &self.confirm_timeout_ms)
+            .finish()
+    }
+}
+
+/// How a worker consumes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// How many unacknowledged deliveries a worker holds at once.
+    pub prefetch: u16,
+    /// How long in-flight work may take to finish at shutdown, in milliseconds.
+    pub shutdown_grace_ms: u64,
+    /// Deliveries of one message before the broker dead-letters it as poison.
+    pub delivery_limit: u32,
+}
+
+impl WorkerSettings {
+    /// How long in-flight work may take to finish at shutdown.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// Input limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// The largest message body accepted.
+    pub max_body_bytes: usize,
+    /// The deepest JSON nesting accepted.
+    pub max_depth: usize,
+}
+
+impl LimitSettings {
+    /// The limits in the form the decoder takes.
+    pub fn decode_limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_depth: self.max_depth,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// A tracing filter directive.
+    pub filter: String,
+    /// The output format.
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Values given on the command line, the last layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--amqp-url`.
+    pub amqp_url: Option<String>,
+    /// `--prefetch`.
+    pub prefetch: Option<u16>,
+}
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A layer could not be read or parsed.
+    #[error("cannot read the configuration: {0}")]
+    Read(#[from] config::ConfigError),
+    /// A value is impossible.
+    #[error("invalid setting `{key}`: {reason}")]
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Settings {
+    /// Loads every layer from the real environment, then validates.
+    pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
+        Self::load_from(std::env::vars(), overrides)
+    }
+
+    /// Loads every layer taking environment variables from `environment`, then
+    /// validates. Tests use this to leave the process environment alone.
+    pub fn load_from(
+        environment: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Settings, ConfigError> {
+        let environment: Vec<(String, String)> = environment
+            .into_iter()
+            .filter(|(key, _)| key.starts_with("WARREN_"))
+            .collect();
+        let variable = |name: &str| {
+            environment
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
+        let config_dir = PathBuf::from(variable("WARREN_CONFIG_DIR").unwrap_or("config".into()));
+
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(config::File::from(config_dir.join("default.toml")).required(false));
+        if let Some(environment_name) = variable("WARREN_ENV").filter(|name| !name.is_empty()) {
+            builder = builder.add_source(
+                config::File::from(config_dir.join(format!("{environment_name}.toml")))
+                    .required(true),
+            );
+        }
+        for (key, value) in &environment {
+            let Some(path) = key.strip_prefix("WARREN_") else {
+                continue;
+            };
+            let setting = match path {
+                "AMQP_URL" => "amqp.url".to_owned(),
+                "LOG" => "log.filter".to_owned(),
+                _ if path.contains("__") => path.to_ascii_lowercase().replace("__", "."),
+                _ => continue,
+            };
+            builder = builder.set_override(setting, value.as_str())?;
+        }
+        builder = builder
+            .set_override_option("amqp.url", overrides.amqp_url.clone())?
+            .set_override_option("worker.prefetch", overrides.prefetch.map(i64::from))?;
+
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Rejects impossible values with a message that says what to change.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if let Err(error) = self.amqp.url.parse::<lapin::uri::AMQPUri>() {
+            return Err(ConfigError::Invalid {
+                key: "amqp.url",
+                reason: format!("{:?} is not an AMQP URL: {error}", self.amqp.redacted_url()),
+            });
+        }
+        if self.amqp.heartbeat_secs == 0 {
+            return invalid(
+                "amqp.heartbeat_secs",
+                "must be at least 1: without heartbeats a dead connection goes unnoticed",
+            );
+        }
+        if self.amqp.confirm_timeout_ms == 0 {
+            return invalid("amqp.confirm_timeout_ms", "must be at least 1");
+        }
+        if self.worker.prefetch == 0 {
+            return invalid(
+                "worker.prefetch",
+                "must be at least 1: 0 would let the broker send unlimited deliveries",
+            );
+        }
+        if self.worker.delivery_limit == 0 {
+            return invalid("worker.delivery_limit", "must be at least 1");
+        }
+        if self.limits.max_body_bytes == 0 || self.limits.max_body_bytes > 128 * 1024 * 1024 {
+            return invalid(
+                "limits.max_body_bytes",
+                "must be between 1 and 134217728 (RabbitMQ's largest message)",
+            );
+        }
+        if self.limits.max_depth < 2 || self.limits.max_depth > Limits::MAX_DEPTH_CEILING {
+            return invalid(
+                "limits.max_depth",
+                "must be between 2 (an envelope holding an object) and 120",
+            );
+        }
+        if self
+            .log
+            .filter
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
+            return invalid("log.filter", "is not a tracing filter such as \"info\"");
+        }
+        Ok(())
+    }
+}
+
+/// Replaces the password of an AMQP URL with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(environment: &[(&str, &str)], overrides: &Overrides) -> Result<Settings, ConfigError> {
+        Settings::load_from(
+            environment
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .chain([(
+                    "WARREN_CONFIG_DIR".to_string(),
+                    "/nonexistent/warren".to_string(),
+                )]),
+            overrides,
+        )
+    }
+
+    fn rejected_key(result: Result<Settings, ConfigError>) -> &'static str {
+        match result {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid setting, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_load_and_are_valid() {
+        let settings = load(&[], &Overrides::default()).expect("defaults");
+        assert_eq!(settings.amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(settings.worker.prefetch, 100);
+        assert_eq!(settings.limits.decode_limits(), Limits::default());
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let settings = load(
+            &[
+                ("WARREN_AMQP_URL", "amqp://a:b@env:5672/%2f"),
+                ("WARREN_WORKER__PREFETCH", "7"),
+                ("WARREN_LOG", "debug"),
+            ],
+            &Overrides::default(),
+        )
+        .expect("environment");
+        assert_eq!(settings.amqp.url, "amqp://a:b@env:5672/%2f");
+        assert_eq!(settings.worker.prefetch, 7);
+        assert_eq!(settings.log.filter, "debug");
+
+        let settings = load(
+            &[("WARREN_WORKER__PREFETCH", "7")],
+            &Overrides {
+                amqp_url: Some("amqp://flag:5672/%2f".into()),
+                prefetch: Some(9),
+            },
+        )
+        .expect("flags");
+        assert_eq!(settings.worker.prefetch, 9);
+        assert_eq!(settings.amqp.url, "amqp://flag:5672/%2f");
+    }
+
+    #[test]
+    fn impossible_values_are_rejected_with_their_key() {
+        let prefetch_zero = Overrides {
+            prefetch: Some(0),
+            ..Overrides::default()
+        };
+        assert_eq!(rejected_key(load(&[], &prefetch_zero)), "worker.prefetch");
+        let bad_url = Overrides {
+            amqp_url: Some("http://example".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(rejected_key(load(&[], &bad_url)), "amqp.url");
+        for (key, value, expected) in [
+            ("WARREN_AMQP__HEARTBEAT_SECS", "0", "amqp.heartbeat_secs"),
+            ("WARREN_LIMITS__MAX_DEPTH", "1", "limits.max_depth"),
+            ("WARREN_LIMITS__MAX_DEPTH", "500", "limits.max_depth"),
+            (
+                "WARREN_LIMITS__MAX_BODY_BYTES",
+                "0",
+                "limits.max_body_bytes",
+            ),
+            (
+                "WARREN_WORKER__DELIVERY_LIMIT",
+                "0",
+                "worker.delivery_limit",
+            ),
+        ] {
+            assert_eq!(
+                rejected_key(load(&[(key, value)], &Overrides::default())),
+                expected
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_environment_file_and_unknown_keys_are_errors() {
+        assert!(matches!(
+            load(&[("WARREN_ENV", "staging")], &Overrides::default()),
+            Err(ConfigError::Read(_))
+        ));
+        assert!(matches!(
+            load(&[("WARREN_WORKER__PREFECTH", "5")], &Overrides::default()),
+            Err(ConfigError::Read(_))
+        ));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://host/%2f"), "amqp://host/%2f");
+        let settings = load(&[], &Overrides::default()).expect("defaults");
+        assert!(!format!("{settings:?}").contains("guest:guest"));
+    }
+}

@@ -1,0 +1,61 @@
+//! Connecting to the broker, and the back-off between attempts.
+//!
+//! lapin's own recovery is not used: a lost connection ends the session that owned it,
+//! and the session is built again from nothing (connection, channels, topology,
+//! consumers), so no state of the dead connection survives.
+
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use lapin::{Connection, ConnectionProperties, uri::AMQPUri};
+
+use crate::config::AmqpSettings;
+use crate::error::RuntimeError;
+
+/// How long a TCP connect plus AMQP handshake may take.
+const CONNECT_TIMEOUT_MS: u64 = 10_000;
+
+/// Opens a connection named `connection_name` (shown in the broker's tools), with the
+/// configured heartbeat unless the URL sets one.
+pub async fn connect(
+    settings: &AmqpSettings,
+    connection_name: &str,
+) -> Result<Connection, RuntimeError> {
+    let mut uri: AMQPUri = settings.url.parse().map_err(|reason: String| {
+        RuntimeError::Config(crate::config::ConfigError::Invalid {
+            key: "amqp.url",
+            reason,
+        })
+    })?;
+    uri.query.heartbeat.get_or_insert(settings.heartbeat_secs);
+    uri.query
+        .connection_timeout
+        .get_or_insert(CONNECT_TIMEOUT_MS);
+    let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
+    Ok(Connection::connect_uri(uri, properties).await?)
+}
+
+/// Delays between reconnection attempts: exponential from 100 ms to 10 s, with jitter,
+/// without end.
+pub fn reconnect_delays() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_and_stay_bounded() {
+        let delays: Vec<Duration> = reconnect_delays().take(30).collect();
+        assert_eq!(delays.len(), 30);
+        assert!(delays[0] < Duration::from_millis(250));
+        assert!(delays.iter().all(|delay| *delay <= Duration::from_secs(20)));
+        assert!(delays[29] >= Duration::from_secs(10));
+    }
+}

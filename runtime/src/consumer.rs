@@ -1,0 +1,502 @@
+//! One session of a worker: a connection, its channels and consumer, and the per-message
+//! path (decode, handle, publish outputs, wait for confirms, ack).
+//!
+//! Deliveries are processed concurrently inside the session's own task (no task per
+//! message); the broker's prefetch bounds how many are in flight. A session ends on
+//! shutdown (after draining) or on any broker error; the caller then builds a new one,
+//! so no delivery tag of a dead channel is ever acked.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use jiff::Timestamp;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use warren_messages::{Attributes, DecodeError, Envelope, Fault, Limits, Payload, fault_code};
+
+use crate::config::Settings;
+use crate::connection::connect;
+use crate::delivery::{attributes_from_properties, decode_delivery, header_count};
+use crate::error::RuntimeError;
+use crate::handler::{Handler, HandlerError, Incoming, Manifest, Route};
+use crate::publisher::{Delivered, PendingConfirm, Publisher, truncate};
+use crate::topology::{
+    COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, REPLIES_EXCHANGE, declare_exchanges,
+    declare_worker_queues, is_valid_reply_queue, work_queue_name,
+};
+
+/// Dead-letter headers warren adds to the original message.
+pub mod dead_letter_header {
+    /// A stable snake_case reason, e.g. `not_json`, `invalid_data`, `out_of_stock`.
+    pub const REASON: &str = "x-warren-reason";
+    /// The error in words.
+    pub const ERROR: &str = "x-warren-error";
+    /// The worker that dead-lettered it.
+    pub const WORKER: &str = "x-warren-worker";
+    /// The exchange it was first published to.
+    pub const ORIGINAL_EXCHANGE: &str = "x-warren-original-exchange";
+    /// The routing key it was first published with.
+    pub const ORIGINAL_ROUTING_KEY: &str = "x-warren-original-routing-key";
+    /// How many times it was attempted.
+    pub const ATTEMPTS: &str = "x-warren-attempts";
+    /// When it was dead-lettered (RFC 3339).
+    pub const FAILED_AT: &str = "x-warren-failed-at";
+}
+
+/// The most of an error's text kept in a dead-letter header or a fault.
+const MAX_ERROR_TEXT: usize = 2048;
+
+/// What a worker needs for its whole life, across sessions.
+pub(crate) struct WorkerCore<H> {
+    pub(crate) handler: H,
+    pub(crate) manifest: Manifest,
+    pub(crate) settings: Settings,
+    pub(crate) limits: Limits,
+    /// The CloudEvents `source` of everything this worker publishes.
+    pub(crate) source: String,
+}
+
+/// Why a message is not processed, and what the originator is told.
+struct Rejection {
+    reason: String,
+    error: String,
+    fault_code: String,
+    stage: &'static str,
+    retryable: bool,
+    details: serde_json::Value,
+    dead_letter: bool,
+}
+
+impl Rejection {
+    fn bad_input(error: &DecodeError) -> Self {
+        Rejection {
+            reason: error.reason_code().to_owned(),
+            error: error.to_string(),
+            fault_code: error.fault_code().to_owned(),
+            stage: "decode",
+            retryable: false,
+            details: serde_json::Value::Null,
+            dead_letter: true,
+        }
+    }
+}
+
+/// Runs one session until shutdown (`Ok`) or a broker error (`Err`).
+pub(crate) async fn run_session<H: Handler>(
+    core: &WorkerCore<H>,
+    shutdown: &CancellationToken,
+) -> Result<(), RuntimeError> {
+    let name = core.manifest.name;
+    let connection = connect(&core.settings.amqp, &format!("warren-{name}")).await?;
+    let publisher = Publisher::open(&connection, core.settings.amqp.confirm_timeout()).await?;
+    declare_exchanges(publisher.channel()).await?;
+    declare_worker_queues(
+        publisher.channel(),
+        &core.manifest,
+        core.settings.worker.delivery_limit,
+    )
+    .await?;
+
+    let consume_channel = connection.create_channel().await?;
+    consume_channel
+        .basic_qos(core.settings.worker.prefetch, BasicQosOptions::default())
+        .await?;
+    let queue = work_queue_name(name);
+    let consumer_tag = format!(
+        "warren-{name}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    );
+    let mut consumer = consume_channel
+        .basic_consume(
+            queue.as_str().into(),
+            consumer_tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(
+        queue = %queue,
+        prefetch = core.settings.worker.prefetch,
+        broker = %core.settings.amqp.redacted_url(),
+        "ready: consuming"
+    );
+
+    let session = Session {
+        core,
+        publisher: &publisher,
+    };
+    let mut in_flight = FuturesUnordered::new();
+    let mut draining = false;
+    let mut consumer_open = true;
+    let grace = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            biased;
+            Some(result) = in_flight.next(), if !in_flight.is_empty() => result?,
+            () = shutdown.cancelled(), if !draining => {
+                draining = true;
+                grace.as_mut().reset(tokio::time::Instant::now() + core.settings.worker.shutdown_grace());
+                tracing::info!(in_flight = in_flight.len(), "shutting down: draining in-flight work");
+                consume_channel
+                    .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
+                    .await?;
+            }
+            () = &mut grace, if draining => {
+                tracing::warn!(
+                    in_flight = in_flight.len(),
+                    "shutdown grace period over; unacknowledged messages go back to the queue"
+                );
+                break;
+            }
+            next = consumer.next(), if consumer_open => match next {
+                Some(Ok(delivery)) => in_flight.push(session.process(delivery)),
+                Some(Err(error)) => return Err(error.into()),
+                None if draining => consumer_open = false,
+                None => return Err(RuntimeError::ConsumerCancelled(queue)),
+            },
+        }
+        if draining && !consumer_open && in_flight.is_empty() {
+            break;
+        }
+    }
+    drop(in_flight);
+    // Closing is best effort: the broker requeues whatever is still unacked.
+    let _ = consume_channel.close(200, "shutdown".into()).await;
+    let _ = publisher.channel().close(200, "shutdown".into()).await;
+    let _ = connection.close(200, "shutdown".into()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+struct Session<'s, H> {
+    core: &'s WorkerCore<H>,
+    publisher: &'s Publisher,
+}
+
+impl<H: Handler> Session<'_, H> {
+    /// The per-message path. `Err` only for broker failures, which end the session
+    /// with the delivery unacked (it is redelivered).
+    async fn process(&self, delivery: Delivery) -> Result<(), RuntimeError> {
+        let envelope =
+            match decode_delivery(&delivery.data, &delivery.properties, &self.core.limits) {
+                Ok(envelope) => envelope,
+                Err(error) => {
+                    let attributes = attributes_from_properties(&delivery.properties);
+                    tracing::warn!(
+                        message_id = %attributes.id,
+                        reason = error.reason_code(),
+                        error = %error,
+                        "bad input: dead-lettering"
+                    );
+                    return self
+                        .reject(&delivery, &attributes, Rejection::bad_input(&error), 1)
+                        .await;
+                }
+            };
+        let attributes = &envelope.attributes;
+        let span = tracing::info_span!(
+            "message",
+            message_id = %attributes.id,
+            correlation_id = %attributes.correlation_id(),
+            message_type = %attributes.message_type,
+            trace_id = tracing::field::Empty,
+        );
+        if let Some(trace) = attributes.trace_parent() {
+            span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
+        }
+        self.process_envelope(&delivery, &envelope)
+            .instrument(span)
+            .await
+    }
+
+    async fn process_envelope(
+        &self,
+        delivery: &Delivery,
+        envelope: &Envelope<&RawValue>,
+    ) -> Result<(), RuntimeError> {
+        let attributes = &envelope.attributes;
+        let delivery_count =
+            header_count(delivery.properties.headers().as_ref(), "x-delivery-count").unwrap_or(0);
+        let attempts = delivery_count.saturating_add(1);
+        if attributes.is_past_deadline(Timestamp::now()) {
+            tracing::info!("deadline passed before the work started");
+            let rejection = Rejection {
+                reason: fault_code::DEADLINE_EXCEEDED.to_owned(),
+                error: "the deadline passed before the work started".to_owned(),
+                fault_code: fault_code::DEADLINE_EXCEEDED.to_owned(),
+                stage: "accept",
+                retryable: false,
+                details: serde_json::Value::Null,
+                dead_letter: false,
+            };
+            return self.reject(delivery, attributes, rejection, attempts).await;
+        }
+        let payload = match envelope.decode_data::<H::Input>() {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::warn!(reason = error.reason_code(), error = %error, "bad input: dead-lettering");
+                return self
+                    .reject(delivery, attributes, Rejection::bad_input(&error), attempts)
+                    .await;
+            }
+        };
+        let incoming = Incoming {
+            attributes,
+            payload,
+            delivery_count,
+        };
+        let outcome = AssertUnwindSafe(self.core.handler.handle(incoming))
+            .catch_unwind()
+            .await;
+        let failure = match outcome {
+            Ok(Ok(outputs)) => return self.complete(delivery, attributes, outputs, attempts).await,
+            Ok(Err(HandlerError::Permanent {
+                code,
+                message,
+                details,
+            })) => {
+                tracing::info!(code = %code, error = %message, "permanent failure: dead-lettering");
+                let rejection = Rejection {
+                    reason: code.clone().into_owned(),
+                    error: message,
+                    fault_code: code.into_owned(),
+                    stage: "handle",
+                    retryable: false,
+                    details,
+                    dead_letter: true,
+                };
+                return self.reject(delivery, attributes, rejection, attempts).await;
+            }
+            Ok(Err(HandlerError::Transient { message })) => {
+                ("transient_failure", fault_code::INTERNAL, message, true)
+            }
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                ("handler_panicked", fault_code::INTERNAL, message, false)
+            }
+        };
+        let (reason, code, message, retryable) = failure;
+        if attempts < self.core.settings.worker.delivery_limit {
+            tracing::warn!(reason, error = %message, attempts, "handler failed: requeueing");
+            let requeue = BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            };
+            return acknowledged(delivery.acker.nack(requeue).await?);
+        }
+        tracing::warn!(reason, error = %message, attempts, "handler failed on every attempt: dead-lettering");
+        let rejection = Rejection {
+            reason: reason.to_owned(),
+            error: message,
+            fault_code: code.to_owned(),
+            stage: "handle",
+            retryable,
+            details: serde_json::Value::Null,
+            dead_letter: true,
+        };
+        self.reject(delivery, attributes, rejection, attempts).await
+    }
+
+    /// Publishes the handler's outputs, waits for all their confirms, then acks.
+    async fn complete(
+        &self,
+        delivery: &Delivery,
+        attributes: &Attributes,
+        outputs: crate::handler::Outputs,
+        attempts: u32,
+    ) -> Result<(), RuntimeError> {
+        let mut pending = Vec::with_capacity(outputs.items.len());
+        for output in &outputs.items {
+            let (exchange, routing_key) = match output.route {
+                Route::Reply => match self.reply_target(attributes) {
+                    Some(reply_to) => (REPLIES_EXCHANGE, reply_to),
+                    None => continue,
+                },
+                Route::Event => (EVENTS_EXCHANGE, output.message_type),
+                Route::Command => (COMMANDS_EXCHANGE, output.message_type),
+            };
+            let envelope = Envelope {
+                attributes: attributes.child_of_type(
+                    output.message_type,
+                    Some(output.schema),
+                    &self.core.source,
+                ),
+                data: &output.data,
+            };
+            let confirm = self
+                .publisher
+                .publish(exchange, routing_key, &envelope)
+                .await?;
+            pending.push((output.route, output.message_type, confirm));
+        }
+        for (route, message_type, confirm) in pending {
+            if confirm.wait().await? == Delivered::Returned {
+                match route {
+                    Route::Reply => {
+                        tracing::warn!("the reply queue is gone; the outcome was dropped")
+                    }
+                    Route::Event => {
+                        tracing::debug!(message_type, "no queue subscribes to this event")
+                    }
+                    Route::Command => {
+                        let rejection = Rejection {
+                            reason: "unroutable_output".to_owned(),
+                            error: format!("no worker consumes the command {message_type}"),
+                            fault_code: fault_code::INTERNAL.to_owned(),
+                            stage: "publish",
+                            retryable: true,
+                            details: serde_json::Value::Null,
+                            dead_letter: true,
+                        };
+                        return self.reject(delivery, attributes, rejection, attempts).await;
+                    }
+                }
+            }
+        }
+        tracing::debug!(outputs = outputs.items.len(), "handled");
+        acknowledged(delivery.acker.ack(BasicAckOptions::default()).await?)
+    }
+
+    /// Dead-letters the message (when the rejection says so) and faults the originator,
+    /// waits for both confirms, then acks.
+    async fn reject(
+        &self,
+        delivery: &Delivery,
+        attributes: &Attributes,
+        rejection: Rejection,
+        attempts: u32,
+    ) -> Result<(), RuntimeError> {
+        let dead_letter = if rejection.dead_letter {
+            Some(self.dead_letter(delivery, &rejection, attempts).await?)
+        } else {
+            None
+        };
+        let fault = match self.reply_target(attributes) {
+            Some(reply_to) => Some(
+                self.send_fault(attributes, reply_to, rejection, attempts)
+                    .await?,
+            ),
+            None => None,
+        };
+        if let Some(confirm) = dead_letter {
+            confirm.wait_routed().await?;
+        }
+        if let Some(confirm) = fault
+            && confirm.wait().await? == Delivered::Returned
+        {
+            tracing::warn!("the reply queue is gone; the fault was dropped");
+        }
+        acknowledged(delivery.acker.ack(BasicAckOptions::default()).await?)
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        rejection: &Rejection,
+        attempts: u32,
+    ) -> Result<PendingConfirm, RuntimeError> {
+        use dead_letter_header as header;
+        let text = |value: &str| AMQPValue::LongString(LongString::from(value));
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        headers.insert(header::REASON.into(), text(&rejection.reason));
+        headers.insert(
+            header::ERROR.into(),
+            text(truncate(&rejection.error, MAX_ERROR_TEXT)),
+        );
+        headers.insert(header::WORKER.into(), text(self.core.manifest.name));
+        headers.insert(
+            header::ORIGINAL_EXCHANGE.into(),
+            text(delivery.exchange.as_str()),
+        );
+        headers.insert(
+            header::ORIGINAL_ROUTING_KEY.into(),
+            text(delivery.routing_key.as_str()),
+        );
+        headers.insert(
+            header::ATTEMPTS.into(),
+            AMQPValue::LongLongInt(attempts.into()),
+        );
+        headers.insert(
+            header::FAILED_AT.into(),
+            text(&Timestamp::now().to_string()),
+        );
+        let properties = delivery.properties.clone().with_headers(headers);
+        self.publisher
+            .publish_raw(
+                DEAD_LETTER_EXCHANGE,
+                self.core.manifest.name,
+                &delivery.data,
+                properties,
+            )
+            .await
+    }
+
+    async fn send_fault(
+        &self,
+        attributes: &Attributes,
+        reply_to: &str,
+        rejection: Rejection,
+        attempts: u32,
+    ) -> Result<PendingConfirm, RuntimeError> {
+        let fault = Fault {
+            code: rejection.fault_code,
+            message: truncate(&rejection.error, MAX_ERROR_TEXT).to_owned(),
+            retryable: rejection.retryable,
+            worker: self.core.manifest.name.to_owned(),
+            stage: rejection.stage.to_owned(),
+            attempts,
+            details: rejection.details,
+        };
+        let envelope = Envelope {
+            attributes: attributes.child_of_type(
+                Fault::TYPE,
+                Some(Fault::SCHEMA),
+                &self.core.source,
+            ),
+            data: &fault,
+        };
+        self.publisher
+            .publish(REPLIES_EXCHANGE, reply_to, &envelope)
+            .await
+    }
+
+    /// Where outcomes for this message go: its `replyto` when it names a reply queue.
+    fn reply_target<'a>(&self, attributes: &'a Attributes) -> Option<&'a str> {
+        let reply_to = attributes.replyto.as_deref()?;
+        if is_valid_reply_queue(reply_to) {
+            Some(reply_to)
+        } else {
+            tracing::warn!(replyto = %truncate(reply_to, 300), "ignoring a replyto that is not a reply queue");
+            None
+        }
+    }
+}
+
+/// `Ok` when the ack or nack went out; an error when the delivery's channel was gone.
+fn acknowledged(sent: bool) -> Result<(), RuntimeError> {
+    if sent {
+        Ok(())
+    } else {
+        Err(RuntimeError::ChannelGone)
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        format!("the handler panicked: {text}")
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        format!("the handler panicked: {text}")
+    } else {
+        "the handler panicked".to_owned()
+    }
+}

@@ -1,0 +1,45 @@
+//! The runtime's own errors: what went wrong with the broker or the set-up, as opposed
+//! to what a handler reports ([`crate::HandlerError`]).
+
+/// An error of the AMQP plumbing. A session that meets one is torn down and recovered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The broker connection or a channel failed.
+    #[error("AMQP error: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// The settings are invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The broker refused to take responsibility for a published message.
+    #[error("the broker nacked a message published to {exchange:?} with key {routing_key:?}")]
+    Nacked {
+        /// The exchange published to.
+        exchange: String,
+        /// The routing key.
+        routing_key: String,
+    },
+    /// A mandatory message matched no queue.
+    #[error("no queue is bound to {exchange:?} for key {routing_key:?}: the message was returned")]
+    Unroutable {
+        /// The exchange published to.
+        exchange: String,
+        /// The routing key.
+        routing_key: String,
+    },
+    /// The broker did not confirm a publish in time (it may be blocking publishers).
+    #[error("the broker did not confirm a publish within {0:?}")]
+    ConfirmTimeout(std::time::Duration),
+    /// A delivery could not be acknowledged because its channel is gone.
+    #[error("the channel of a delivery closed before it could be acknowledged")]
+    ChannelGone,
+    /// The broker cancelled the consumer (queue deleted, node down, …).
+    #[error("the broker cancelled the consumer of {0:?}")]
+    ConsumerCancelled(String),
+    /// The worker's manifest contradicts its handler.
+    #[error("invalid manifest: {0}")]
+    Manifest(String),
+    /// An envelope could not be serialized.
+    #[error("cannot encode an envelope: {0}")]
+    Encode(#[from] serde_json::Error),
+}

@@ -1,0 +1,250 @@
+//! What a worker author writes: a [`Handler`] and a [`Manifest`]. No AMQP here.
+
+use std::borrow::Cow;
+use std::future::Future;
+
+use serde_json::value::RawValue;
+use warren_messages::{Attributes, Inbound, Payload, fault_code};
+
+/// A worker's identity and the message types it consumes and produces.
+#[derive(Debug, Clone, Copy)]
+pub struct Manifest {
+    /// The worker's name: its queue is `warren.<name>`, its binary `warren-<name>`.
+    pub name: &'static str,
+    /// Command types consumed from `warren.commands`.
+    pub commands: &'static [&'static str],
+    /// Event types consumed from `warren.events`.
+    pub events: &'static [&'static str],
+    /// Types the worker publishes (results, events, commands).
+    pub produces: &'static [&'static str],
+}
+
+impl Manifest {
+    /// Checks that the manifest consumes exactly the types the handler's input decodes.
+    pub fn check_against<I: Inbound>(&self) -> Result<(), String> {
+        let consumed: Vec<&str> = self.commands.iter().chain(self.events).copied().collect();
+        if self.name.is_empty()
+            || !self
+                .name
+                .bytes()
+                .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+        {
+            return Err(format!(
+                "worker name {:?} must be lowercase letters, digits and '-'",
+                self.name
+            ));
+        }
+        for message_type in I::types() {
+            if !consumed.contains(message_type) {
+                return Err(format!(
+                    "the handler decodes {message_type} but the manifest does not consume it"
+                ));
+            }
+        }
+        for message_type in consumed {
+            if !I::types().contains(&message_type) {
+                return Err(format!(
+                    "the manifest consumes {message_type} but the handler cannot decode it"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One received message, decoded: its attributes and its typed payload.
+#[derive(Debug)]
+pub struct Incoming<'a, I> {
+    /// The envelope's attributes.
+    pub attributes: &'a Attributes,
+    /// The decoded payload.
+    pub payload: I,
+    /// How many times the broker handed this message out before (0 the first time).
+    pub delivery_count: u32,
+}
+
+/// A worker's business logic: a pure function of the message (and the worker's own
+/// store) to its outputs.
+///
+/// The runtime decodes and validates the message first, and alone acks, publishes,
+/// replies, dead-letters and retries.
+pub trait Handler: Send + Sync + 'static {
+    /// What the handler consumes: one [`Payload`] type, or an enum of several.
+    type Input: Inbound;
+
+    /// Handles one message.
+    fn handle<'a>(
+        &'a self,
+        message: Incoming<'a, Self::Input>,
+    ) -> impl Future<Output = Result<Outputs, HandlerError>> + Send + 'a;
+}
+
+/// Where an output goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// To the originator's reply queue, as the request's result.
+    Reply,
+    /// To `warren.events`.
+    Event,
+    /// To `warren.commands`.
+    Command,
+}
+
+/// One message a handler asks the runtime to publish.
+#[derive(Debug)]
+pub(crate) struct Output {
+    pub(crate) route: Route,
+    pub(crate) message_type: &'static str,
+    pub(crate) schema: &'static str,
+    pub(crate) data: Box<RawValue>,
+}
+
+/// What a handler produced: messages to publish as children of the one it handled.
+/// They are published together, and the message is acked once all are confirmed.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    pub(crate) items: Vec<Output>,
+}
+
+impl Outputs {
+    /// Nothing to publish.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The request's result, sent to the originator's reply queue.
+    pub fn reply<P: Payload>(payload: &P) -> Result<Self, HandlerError> {
+        Self::none().and_reply(payload)
+    }
+
+    /// Adds the request's result.
+    pub fn and_reply<P: Payload>(self, payload: &P) -> Result<Self, HandlerError> {
+        self.push(Route::Reply, payload)
+    }
+
+    /// Adds an event, published to `warren.events`.
+    pub fn and_event<P: Payload>(self, payload: &P) -> Result<Self, HandlerError> {
+        self.push(Route::Event, payload)
+    }
+
+    /// Adds a command, published to `warren.commands`.
+    pub fn and_command<P: Payload>(self, payload: &P) -> Result<Self, HandlerError> {
+        self.push(Route::Command, payload)
+    }
+
+    fn push<P: Payload>(mut self, route: Route, payload: &P) -> Result<Self, HandlerError> {
+        let data = serde_json::value::to_raw_value(payload).map_err(|error| {
+            HandlerError::permanent(
+                fault_code::INTERNAL,
+                format!("cannot encode {}: {error}", P::TYPE),
+            )
+        })?;
+        self.items.push(Output {
+            route,
+            message_type: P::TYPE,
+            schema: P::SCHEMA,
+            data,
+        });
+        Ok(self)
+    }
+
+    /// How many messages will be published.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when nothing will be published.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// Why a handler did not produce outputs, sorted by what the runtime must do next.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// Trying again will not help: fault the originator and dead-letter the message.
+    #[error("{code}: {message}")]
+    Permanent {
+        /// A stable snake_case code, e.g. `out_of_stock`.
+        code: Cow<'static, str>,
+        /// What went wrong, for a person.
+        message: String,
+        /// Anything else that helps the originator, as JSON.
+        details: serde_json::Value,
+    },
+    /// Trying again later may help (a dependency was down): retry.
+    #[error("transient: {message}")]
+    Transient {
+        /// What went wrong, for a person.
+        message: String,
+    },
+}
+
+impl HandlerError {
+    /// A permanent error with a fault code and a message.
+    pub fn permanent(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        HandlerError::Permanent {
+            code: code.into(),
+            message: message.into(),
+            details: serde_json::Value::Null,
+        }
+    }
+
+    /// A transient error.
+    pub fn transient(message: impl Into<String>) -> Self {
+        HandlerError::Transient {
+            message: message.into(),
+        }
+    }
+
+    /// Adds details to a permanent error (a transient one is returned unchanged).
+    pub fn with_details(mut self, new_details: serde_json::Value) -> Self {
+        if let HandlerError::Permanent { details, .. } = &mut self {
+            *details = new_details;
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_messages::{EchoReplied, EchoRequest, Fault};
+
+    const ECHO: Manifest = Manifest {
+        name: "echo",
+        commands: &["dev.warren.echo.v1"],
+        events: &[],
+        produces: &["dev.warren.echo.replied.v1"],
+    };
+
+    #[test]
+    fn manifest_must_match_the_handler_input() {
+        assert_eq!(ECHO.check_against::<EchoRequest>(), Ok(()));
+        assert!(ECHO.check_against::<Fault>().is_err());
+        let extra = Manifest {
+            commands: &["dev.warren.echo.v1", "dev.warren.other.v1"],
+            ..ECHO
+        };
+        assert!(extra.check_against::<EchoRequest>().is_err());
+        let bad_name = Manifest {
+            name: "Echo Worker",
+            ..ECHO
+        };
+        assert!(bad_name.check_against::<EchoRequest>().is_err());
+    }
+
+    #[test]
+    fn outputs_keep_their_route_and_type() {
+        let reply: EchoReplied = serde_json::from_str(r#"{"a":1}"#).expect("payload");
+        let outputs = Outputs::reply(&reply)
+            .and_then(|outputs| outputs.and_event(&reply))
+            .expect("outputs");
+        assert_eq!(outputs.len(), 2);
+        assert_eq!(outputs.items[0].route, Route::Reply);
+        assert_eq!(outputs.items[1].route, Route::Event);
+        assert_eq!(outputs.items[0].message_type, "dev.warren.echo.replied.v1");
+        assert_eq!(outputs.items[0].data.get(), r#"{"a":1}"#);
+    }
+}

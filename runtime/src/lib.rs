@@ -1,0 +1,32 @@
+//! warren's worker runtime: everything between RabbitMQ and a worker's handler.
+//!
+//! A worker author writes a [`Handler`] and a [`Manifest`] and calls [`worker_main`];
+//! the runtime connects, declares the topology, consumes with manual acks and a
+//! prefetch, decodes and validates, calls the handler, publishes its outputs with
+//! publisher confirms, acks only after they are confirmed, replies to the originator,
+//! dead-letters bad input with its reason, and shuts down gracefully. It knows no
+//! business message. [`Originator`] is the other side: what sends requests and reads
+//! their outcomes.
+
+mod connection;
+mod consumer;
+mod delivery;
+mod error;
+mod handler;
+mod originator;
+mod publisher;
+mod worker;
+
+pub mod config;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topology;
+
+pub use config::{ConfigError, Overrides, Settings};
+pub use connection::{connect, reconnect_delays};
+pub use consumer::dead_letter_header;
+pub use error::RuntimeError;
+pub use handler::{Handler, HandlerError, Incoming, Manifest, Outputs};
+pub use originator::{Originator, Outcome};
+pub use publisher::{Delivered, PendingConfirm, Publisher, properties_of};
+pub use worker::{run_worker, worker_main};

@@ -1,0 +1,125 @@
+//! The originator's side: send requests with a reply queue, read their outcomes.
+//!
+//! The CLI and load tester use this; so can any Rust service that starts work.
+
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use warren_messages::{DecodeError, Envelope, Limits};
+
+use crate::config::Settings;
+use crate::connection::connect;
+use crate::delivery::decode_delivery;
+use crate::error::RuntimeError;
+use crate::publisher::{PendingConfirm, Publisher};
+use crate::topology::{declare_exchanges, declare_reply_queue, new_reply_queue_name};
+
+/// How long the broker keeps a reply queue nobody consumes.
+const REPLY_QUEUE_EXPIRY_MS: u32 = 10 * 60 * 1000;
+
+/// A connection that sends requests and owns one reply queue.
+pub struct Originator {
+    connection: Connection,
+    publisher: Publisher,
+    consume_channel: Channel,
+    reply_queue: String,
+    consumer: Consumer,
+}
+
+/// One outcome read from the reply queue.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The body exactly as it arrived.
+    pub body: Vec<u8>,
+    /// The decoded envelope, or why it could not be decoded.
+    pub envelope: Result<Envelope<Box<RawValue>>, DecodeError>,
+}
+
+impl Originator {
+    /// Connects, declares the shared exchanges and a fresh reply queue, and starts
+    /// consuming it with `prefetch` outcomes in flight.
+    pub async fn connect(
+        settings: &Settings,
+        connection_name: &str,
+        prefetch: u16,
+    ) -> Result<Self, RuntimeError> {
+        let connection = connect(&settings.amqp, connection_name).await?;
+        let publisher = Publisher::open(&connection, settings.amqp.confirm_timeout()).await?;
+        declare_exchanges(publisher.channel()).await?;
+        let reply_queue = new_reply_queue_name();
+        declare_reply_queue(publisher.channel(), &reply_queue, REPLY_QUEUE_EXPIRY_MS).await?;
+        let consume_channel = connection.create_channel().await?;
+        consume_channel
+            .basic_qos(prefetch.max(1), BasicQosOptions::default())
+            .await?;
+        let consumer = consume_channel
+            .basic_consume(
+                reply_queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Self {
+            connection,
+            publisher,
+            consume_channel,
+            reply_queue,
+            consumer,
+        })
+    }
+
+    /// The reply queue's name, to put in a request's `replyto`.
+    pub fn reply_queue(&self) -> &str {
+        &self.reply_queue
+    }
+
+    /// Publishes `envelope` to `exchange` with its type as routing key. Await the
+    /// returned confirm: [`crate::Delivered::Returned`] means no worker consumes the type.
+    pub async fn send<D: Serialize>(
+        &self,
+        exchange: &str,
+        envelope: &Envelope<D>,
+    ) -> Result<PendingConfirm, RuntimeError> {
+        self.publisher
+            .publish(exchange, &envelope.attributes.message_type, envelope)
+            .await
+    }
+
+    /// The next outcome from the reply queue, acked. `None` when the consumer ended.
+    pub async fn next_outcome(&mut self) -> Option<Result<Outcome, RuntimeError>> {
+        let delivery = match self.consumer.next().await? {
+            Ok(delivery) => delivery,
+            Err(error) => return Some(Err(error.into())),
+        };
+        let envelope = decode_delivery(&delivery.data, &delivery.properties, &Limits::default())
+            .map(|envelope| Envelope {
+                attributes: envelope.attributes,
+                data: envelope.data.to_owned(),
+            });
+        if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+            return Some(Err(error.into()));
+        }
+        Some(Ok(Outcome {
+            body: delivery.data,
+            envelope,
+        }))
+    }
+
+    /// Deletes the reply queue and closes the connection.
+    pub async fn close(self) -> Result<(), RuntimeError> {
+        self.consume_channel
+            .queue_delete(
+                self.reply_queue.as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await?;
+        let _ = self.consume_channel.close(200, "done".into()).await;
+        let _ = self.publisher.channel().close(200, "done".into()).await;
+        self.connection.close(200, "done".into()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,215 @@
+//! Publishing with publisher confirms and `mandatory`.
+//!
+//! [`Publisher::publish`] sends a message and returns at once with a
+//! [`PendingConfirm`]; several can be in flight on one channel, so a message with
+//! several outputs waits for one round trip, not one per output.
+
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
+use serde::Serialize;
+use warren_messages::{Envelope, STRUCTURED_CONTENT_TYPE};
+
+use crate::error::RuntimeError;
+
+/// AMQP `delivery_mode` for a message the broker writes to disk.
+const PERSISTENT: u8 = 2;
+
+/// A channel in confirm mode, for publishing.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+    confirm_timeout: Duration,
+}
+
+/// Where a published message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// The broker routed it to at least one queue and took responsibility for it.
+    Routed,
+    /// It matched no queue and the broker returned it (a mandatory publish).
+    Returned,
+}
+
+/// A published message whose confirm has not yet arrived.
+#[must_use = "a publish is not done until its confirm arrives"]
+pub struct PendingConfirm {
+    confirm: PublisherConfirm,
+    exchange: String,
+    routing_key: String,
+    timeout: Duration,
+}
+
+impl PendingConfirm {
+    /// Waits for the broker's confirm. A nack or a timeout is an error; a returned
+    /// message is [`Delivered::Returned`], for the caller to judge.
+    pub async fn wait(self) -> Result<Delivered, RuntimeError> {
+        let confirmation = tokio::time::timeout(self.timeout, self.confirm)
+            .await
+            .map_err(|_elapsed| RuntimeError::ConfirmTimeout(self.timeout))??;
+        match confirmation {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(Delivered::Routed),
+            Confirmation::Ack(Some(_returned)) => Ok(Delivered::Returned),
+            Confirmation::Nack(_) => Err(RuntimeError::Nacked {
+                exchange: self.exchange,
+                routing_key: self.routing_key,
+            }),
+        }
+    }
+
+    /// Waits for the confirm and treats a returned message as an error.
+    pub async fn wait_routed(self) -> Result<(), RuntimeError> {
+        let (exchange, routing_key) = (self.exchange.clone(), self.routing_key.clone());
+        match self.wait().await? {
+            Delivered::Routed => Ok(()),
+            Delivered::Returned => Err(RuntimeError::Unroutable {
+                exchange,
+                routing_key,
+            }),
+        }
+    }
+}
+
+impl Publisher {
+    /// Opens a channel on `connection` and puts it in confirm mode.
+    pub async fn open(
+        connection: &Connection,
+        confirm_timeout: Duration,
+    ) -> Result<Self, RuntimeError> {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self {
+            channel,
+            confirm_timeout,
+        })
+    }
+
+    /// The underlying channel, e.g. to declare topology on it.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Publishes `envelope` in structured mode, mandatory and persistent, with its key
+    /// attributes mirrored into AMQP properties.
+    pub async fn publish<D: Serialize>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        envelope: &Envelope<D>,
+    ) -> Result<PendingConfirm, RuntimeError> {
+        let body = envelope.to_json_vec()?;
+        self.publish_raw(exchange, routing_key, &body, properties_of(envelope))
+            .await
+    }
+
+    /// Publishes `body` with `properties` as they are, mandatory.
+    pub async fn publish_raw(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<PendingConfirm, RuntimeError> {
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                body,
+                properties,
+            )
+            .await?;
+        Ok(PendingConfirm {
+            confirm,
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            timeout: self.confirm_timeout,
+        })
+    }
+}
+
+/// The AMQP properties that mirror an envelope's attributes, so broker tools see them.
+pub fn properties_of<D>(envelope: &Envelope<D>) -> BasicProperties {
+    let attributes = &envelope.attributes;
+    let mut properties = BasicProperties::default()
+        .with_content_type(STRUCTURED_CONTENT_TYPE.into())
+        .with_delivery_mode(PERSISTENT)
+        .with_message_id(attributes.id.as_str().into())
+        .with_correlation_id(attributes.correlation_id().into())
+        .with_type(attributes.message_type.as_str().into())
+        .with_app_id(ShortString::from(truncate(&attributes.source, 255)));
+    if let Some(time) = attributes.time {
+        properties = properties.with_timestamp(time.as_second().max(0).unsigned_abs());
+    }
+    if let Some(reply_to) = &attributes.replyto {
+        properties = properties.with_reply_to(reply_to.as_str().into());
+    }
+    if let Some(traceparent) = &attributes.traceparent {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "traceparent".into(),
+            AMQPValue::LongString(LongString::from(traceparent.as_str())),
+        );
+        properties = properties.with_headers(headers);
+    }
+    properties
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_messages::{EchoRequest, OutgoingEnvelope};
+
+    #[test]
+    fn properties_mirror_the_envelope() {
+        let payload: EchoRequest = serde_json::from_str("{}").expect("payload");
+        let mut envelope = OutgoingEnvelope::request("/warren/test", &payload).expect("envelope");
+        envelope.attributes.replyto = Some("warren.reply.x".into());
+        let properties = properties_of(&envelope);
+        assert_eq!(
+            properties.message_id().as_ref().map(|id| id.as_str()),
+            Some(envelope.attributes.id.as_str())
+        );
+        assert_eq!(
+            properties.correlation_id().as_ref().map(|id| id.as_str()),
+            Some(envelope.attributes.id.as_str())
+        );
+        assert_eq!(
+            properties.kind().as_ref().map(|kind| kind.as_str()),
+            Some("dev.warren.echo.v1")
+        );
+        assert_eq!(*properties.delivery_mode(), Some(PERSISTENT));
+        assert_eq!(
+            properties.reply_to().as_ref().map(|queue| queue.as_str()),
+            Some("warren.reply.x")
+        );
+        let headers = properties.headers().as_ref().expect("headers");
+        assert!(headers.inner().contains_key("traceparent"));
+    }
+
+    #[test]
+    fn truncates_on_char_boundaries() {
+        assert_eq!(truncate("h\u{e9}llo", 2), "h");
+        assert_eq!(truncate("hello", 10), "hello");
+    }
+}

@@ -1,0 +1,127 @@
+//! Running a worker: the recovery loop around sessions, and the `main` of every worker
+//! binary.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Overrides, Settings};
+use crate::connection::reconnect_delays;
+use crate::consumer::{WorkerCore, run_session};
+use crate::error::RuntimeError;
+use crate::handler::{Handler, Manifest};
+
+/// A session that stayed up this long counts as healthy: the next failure starts the
+/// back-off from its shortest delay again.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// Runs `handler` as the worker `manifest` describes until `shutdown` is cancelled,
+/// reconnecting (with back-off) after every broker failure.
+pub async fn run_worker<H: Handler>(
+    handler: H,
+    manifest: Manifest,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    manifest
+        .check_against::<H::Input>()
+        .map_err(RuntimeError::Manifest)?;
+    let core = WorkerCore {
+        handler,
+        manifest,
+        limits: settings.limits.decode_limits(),
+        source: format!("/warren/{}", manifest.name),
+        settings,
+    };
+    let mut delays = reconnect_delays();
+    loop {
+        let started = Instant::now();
+        let error = match run_session(&core, &shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        if shutdown.is_cancelled() {
+            tracing::warn!(%error, "broker failure during shutdown");
+            return Ok(());
+        }
+        if started.elapsed() >= HEALTHY_SESSION {
+            delays = reconnect_delays();
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(10));
+        tracing::warn!(%error, ?delay, "session lost; reconnecting");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// Command-line flags every worker binary takes.
+#[derive(Debug, Parser)]
+struct WorkerArgs {
+    /// How many unacknowledged deliveries to hold at once (overrides worker.prefetch).
+    #[arg(long)]
+    prefetch: Option<u16>,
+    /// The broker URL (overrides WARREN_AMQP_URL and amqp.url).
+    #[arg(long)]
+    amqp_url: Option<String>,
+}
+
+/// The whole `main` of a worker binary: parse flags, load and validate settings, set up
+/// logging, build the handler, run until SIGTERM or Ctrl-C.
+///
+/// Exit codes: 0 after a clean shutdown, 1 when the worker fails, 2 for bad flags or
+/// settings.
+pub fn worker_main<H, F>(manifest: Manifest, build_handler: F) -> ExitCode
+where
+    H: Handler,
+    F: FnOnce(&Settings) -> Result<H, Box<dyn std::error::Error + Send + Sync>>,
+{
+    let binary = format!("warren-{}", manifest.name);
+    let matches = WorkerArgs::command()
+        .name(binary.clone())
+        .about(format!("The warren {} worker.", manifest.name))
+        .get_matches();
+    let args = match WorkerArgs::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(error) => error.exit(),
+    };
+    let overrides = Overrides {
+        amqp_url: args.amqp_url,
+        prefetch: args.prefetch,
+    };
+    let settings = match Settings::load(&overrides) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("{binary}: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let _log_guard = crate::telemetry::init(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = crate::shutdown::on_signals();
+        let handler = build_handler(&settings).map_err(|error| error.to_string())?;
+        run_worker(handler, manifest, settings, shutdown)
+            .await
+            .map_err(|error| error.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "worker failed");
+            ExitCode::FAILURE
+        }
+    }
+}
