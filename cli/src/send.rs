@@ -11,9 +11,10 @@ use serde_json::value::RawValue;
 use warren_messages::catalogue::{self, Kind};
 use warren_messages::{Attributes, Envelope, Fault, Payload, Progress};
 use warren_runtime::topology::{COMMANDS_EXCHANGE, EVENTS_EXCHANGE};
-use warren_runtime::{Delivered, Originator, PendingConfirm, Settings};
+use warren_runtime::{Delivered, Originator, PendingConfirm, Settings, reconnect_delays};
 
-/// How many publishes may wait for their confirms at once.
+/// How many requests are published before their confirms are awaited: the most that is
+/// published again after a lost connection.
 const CONFIRM_WINDOW: usize = 1000;
 
 /// Arguments of `warren publish`.
@@ -109,8 +110,10 @@ pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<E
 /// `warren request`: sends `--count` requests and prints each one's outcome envelope as
 /// one JSON line as it arrives.
 ///
-/// Exit code 0 when every request got a result, 1 when any got a fault (or could not be
-/// routed), 3 when any timed out and none faulted.
+/// A lost connection is survived: the reply queue outlives it, requests whose confirm
+/// had not arrived are published again (with the same ids), and an outcome that
+/// arrives twice is printed once. Exit code 0 when every request got a result, 1 when
+/// any got a fault (or could not be routed), 3 when any timed out and none faulted.
 pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<ExitCode> {
     let data = crate::input::read_data(&args.data)?;
     let prefetch = u16::try_from(args.count.min(1000)).unwrap_or(1000);
@@ -121,32 +124,50 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
     let timeout = SignedDuration::try_from(args.timeout).unwrap_or(SignedDuration::MAX);
 
     let mut pending: HashSet<String> = HashSet::with_capacity(args.count as usize);
-    let mut confirms = Vec::with_capacity(CONFIRM_WINDOW);
-    for _ in 0..args.count {
+    let mut window = Vec::with_capacity(CONFIRM_WINDOW);
+    for sent in 1..=args.count {
         let mut envelope = new_envelope(&args.message_type, &data);
         envelope.attributes.replyto = Some(originator.reply_queue().to_owned());
         envelope.attributes.deadline = Timestamp::now().checked_add(timeout).ok();
-        confirms.push(originator.send(exchange, &envelope).await?);
-        pending.insert(envelope.attributes.id);
-        if confirms.len() == CONFIRM_WINDOW || pending.len() == args.count as usize {
-            for confirm in confirms.drain(..) {
-                if !routed(confirm, &args.message_type).await? {
+        pending.insert(envelope.attributes.id.clone());
+        window.push(envelope);
+        if window.len() < CONFIRM_WINDOW && sent < args.count {
+            continue;
+        }
+        loop {
+            match publish_window(&originator, exchange, &window).await {
+                Ok(true) => break,
+                Ok(false) => {
+                    eprintln!(
+                        "warren: no worker consumes {}: no queue is bound for it (is the type \
+                         right, and has its worker ever started?)",
+                        args.message_type
+                    );
                     originator.close().await?;
                     return Ok(ExitCode::FAILURE);
                 }
+                Err(error) => {
+                    eprintln!("warren: publishing failed ({error}); reconnecting");
+                    let give_up_at = tokio::time::Instant::now() + args.timeout;
+                    reconnect(&mut originator, settings, give_up_at).await?;
+                }
             }
         }
+        window.clear();
     }
 
     let wait_until = tokio::time::Instant::now() + args.timeout;
     let mut faults = 0usize;
     let stdout = std::io::stdout();
     while !pending.is_empty() {
-        let next = tokio::time::timeout_at(wait_until, originator.next_outcome()).await;
-        let outcome = match next {
+        let outcome = match tokio::time::timeout_at(wait_until, originator.next_outcome()).await {
             Err(_elapsed) => break,
-            Ok(None) => anyhow::bail!("the broker closed the reply queue's consumer"),
-            Ok(Some(outcome)) => outcome?,
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(error)) => {
+                eprintln!("warren: lost the reply queue's consumer ({error}); reconnecting");
+                reconnect(&mut originator, settings, wait_until).await?;
+                continue;
+            }
         };
         let envelope = match outcome.envelope {
             Ok(envelope) => envelope,
@@ -172,7 +193,9 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
         out.flush()?;
     }
     let timed_out = pending.len();
-    originator.close().await?;
+    if let Err(error) = originator.close().await {
+        eprintln!("warren: could not delete the reply queue ({error}); it expires by itself");
+    }
     if timed_out > 0 {
         eprintln!(
             "warren: {timed_out} of {} requests got no outcome within {:?}",
@@ -186,6 +209,46 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Publishes every envelope of `window`, then waits for all their confirms. `false`
+/// when any was returned unroutable.
+async fn publish_window(
+    originator: &Originator,
+    exchange: &str,
+    window: &[Envelope<&RawValue>],
+) -> Result<bool, warren_runtime::RuntimeError> {
+    let mut confirms = Vec::with_capacity(window.len());
+    for envelope in window {
+        confirms.push(originator.send(exchange, envelope).await?);
+    }
+    let mut all_routed = true;
+    for confirm in confirms {
+        all_routed &= confirm.wait().await? == Delivered::Routed;
+    }
+    Ok(all_routed)
+}
+
+/// Reconnects with back-off until it works or `give_up_at` passes.
+async fn reconnect(
+    originator: &mut Originator,
+    settings: &Settings,
+    give_up_at: tokio::time::Instant,
+) -> anyhow::Result<()> {
+    for delay in reconnect_delays() {
+        if tokio::time::Instant::now() + delay > give_up_at {
+            break;
+        }
+        tokio::time::sleep(delay).await;
+        match originator.reconnect(settings).await {
+            Ok(()) => {
+                eprintln!("warren: reconnected");
+                return Ok(());
+            }
+            Err(error) => eprintln!("warren: reconnecting failed: {error}"),
+        }
+    }
+    anyhow::bail!("lost the broker and could not reconnect in time")
 }
 
 #[cfg(test)]

@@ -240,7 +240,7 @@ pub fn decode_binary<'a>(
     Ok(Envelope { attributes, data })
 }
 
-impl<'a> Envelope<&'a RawValue> {
+impl Envelope<&RawValue> {
     /// Decodes `data` into the payload `I`, checking first that `I` accepts the type.
     pub fn decode_data<I: Inbound>(&self) -> Result<I, DecodeError> {
         let message_type = self.attributes.message_type.as_str();

@@ -77,12 +77,24 @@ impl Attributes {
         dataschema: Option<&str>,
         source: &str,
     ) -> Attributes {
+        self.child_with_id(new_message_id(), message_type, dataschema, source)
+    }
+
+    /// Like [`Attributes::child_of_type`], with the id given: for a message whose id
+    /// was fixed earlier (an output recorded in an inbox and re-sent).
+    pub fn child_with_id(
+        &self,
+        id: String,
+        message_type: &str,
+        dataschema: Option<&str>,
+        source: &str,
+    ) -> Attributes {
         let traceparent = self
             .trace_parent()
             .map(|parent| parent.child())
             .unwrap_or_else(TraceParent::new_root);
         Attributes {
-            id: new_message_id(),
+            id,
             source: source.to_owned(),
             message_type: message_type.to_owned(),
             time: Some(Timestamp::now()),

@@ -22,6 +22,8 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     /// How a worker consumes.
     pub worker: WorkerSettings,
+    /// Retries of transient failures.
+    pub retry: RetrySettings,
     /// Input limits.
     pub limits: LimitSettings,
     /// Logging.
@@ -78,6 +80,43 @@ impl WorkerSettings {
     /// How long in-flight work may take to finish at shutdown.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// Retries of transient failures, through broker delay queues.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// The delay before the first retry, in milliseconds.
+    pub initial_delay_ms: u64,
+    /// How much longer each next delay is.
+    pub multiplier: u32,
+    /// The longest delay, in milliseconds.
+    pub max_delay_ms: u64,
+}
+
+impl RetrySettings {
+    /// The delay before retrying a message that failed `failed_attempts` times (1 for
+    /// the first retry).
+    pub fn delay_after(&self, failed_attempts: u32) -> Duration {
+        let exponent = failed_attempts.saturating_sub(1);
+        let factor = u64::from(self.multiplier).saturating_pow(exponent);
+        Duration::from_millis(
+            self.initial_delay_ms
+                .saturating_mul(factor)
+                .min(self.max_delay_ms),
+        )
+    }
+
+    /// Every distinct delay a retry can wait, shortest first: one delay queue each.
+    pub fn delays(&self) -> Vec<Duration> {
+        let mut delays: Vec<Duration> = (1..self.max_attempts)
+            .map(|failed| self.delay_after(failed))
+            .collect();
+        delays.dedup();
+        delays
     }
 }
 
@@ -233,6 +272,29 @@ impl Settings {
         if self.worker.delivery_limit == 0 {
             return invalid("worker.delivery_limit", "must be at least 1");
         }
+        if self.retry.max_attempts == 0 {
+            return invalid(
+                "retry.max_attempts",
+                "must be at least 1 (1 means no retries)",
+            );
+        }
+        if self.retry.max_attempts > 100 {
+            return invalid("retry.max_attempts", "must be at most 100");
+        }
+        if self.retry.initial_delay_ms == 0 || self.retry.multiplier == 0 {
+            return invalid(
+                "retry.initial_delay_ms",
+                "retry delays and their multiplier must be at least 1",
+            );
+        }
+        if self.retry.max_delay_ms < self.retry.initial_delay_ms
+            || self.retry.max_delay_ms > u64::from(u32::MAX)
+        {
+            return invalid(
+                "retry.max_delay_ms",
+                "must be at least retry.initial_delay_ms and at most 4294967295",
+            );
+        }
         if self.limits.max_body_bytes == 0 || self.limits.max_body_bytes > 128 * 1024 * 1024 {
             return invalid(
                 "limits.max_body_bytes",
@@ -376,6 +438,38 @@ mod tests {
             load(&[("WARREN_WORKER__PREFECTH", "5")], &Overrides::default()),
             Err(ConfigError::Read(_))
         ));
+    }
+
+    #[test]
+    fn retry_delays_grow_exponentially_up_to_the_cap() {
+        let settings = load(&[], &Overrides::default()).expect("defaults");
+        let retry = &settings.retry;
+        assert_eq!(retry.delay_after(1), Duration::from_millis(1000));
+        assert_eq!(retry.delay_after(2), Duration::from_millis(2000));
+        assert_eq!(retry.delay_after(40), Duration::from_millis(60000));
+        assert_eq!(retry.delays().len(), 4);
+        let capped = RetrySettings {
+            max_attempts: 10,
+            initial_delay_ms: 100,
+            multiplier: 10,
+            max_delay_ms: 5000,
+        };
+        let delays: Vec<u128> = capped.delays().iter().map(Duration::as_millis).collect();
+        assert_eq!(delays, vec![100, 1000, 5000]);
+        assert_eq!(
+            rejected_key(load(
+                &[("WARREN_RETRY__MAX_ATTEMPTS", "0")],
+                &Overrides::default()
+            )),
+            "retry.max_attempts"
+        );
+        assert_eq!(
+            rejected_key(load(
+                &[("WARREN_RETRY__MAX_DELAY_MS", "10")],
+                &Overrides::default()
+            )),
+            "retry.max_delay_ms"
+        );
     }
 
     #[test]

@@ -13,9 +13,7 @@ use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use jiff::Timestamp;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
@@ -29,8 +27,9 @@ use crate::error::RuntimeError;
 use crate::handler::{Handler, HandlerError, Incoming, Manifest, Route};
 use crate::publisher::{Delivered, PendingConfirm, Publisher, truncate};
 use crate::topology::{
-    COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, REPLIES_EXCHANGE, declare_exchanges,
-    declare_worker_queues, is_valid_reply_queue, work_queue_name,
+    COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, REPLIES_EXCHANGE, RETRIES_EXCHANGE,
+    declare_exchanges, declare_worker_queues, is_valid_reply_queue, retry_queue_name,
+    work_queue_name,
 };
 
 /// Dead-letter headers warren adds to the original message.
@@ -62,6 +61,8 @@ pub(crate) struct WorkerCore<H> {
     pub(crate) limits: Limits,
     /// The CloudEvents `source` of everything this worker publishes.
     pub(crate) source: String,
+    /// `warren.<worker>.retry.`: the names of this worker's delay queues start so.
+    pub(crate) retry_queue_prefix: String,
 }
 
 /// Why a message is not processed, and what the originator is told.
@@ -102,6 +103,7 @@ pub(crate) async fn run_session<H: Handler>(
         publisher.channel(),
         &core.manifest,
         core.settings.worker.delivery_limit,
+        &core.settings.retry.delays(),
     )
     .await?;
 
@@ -134,6 +136,8 @@ pub(crate) async fn run_session<H: Handler>(
         core,
         publisher: &publisher,
     };
+    let events = connection.events_listener();
+    tokio::pin!(events);
     let mut in_flight = FuturesUnordered::new();
     let mut draining = false;
     let mut consumer_open = true;
@@ -158,6 +162,7 @@ pub(crate) async fn run_session<H: Handler>(
                 );
                 break;
             }
+            Some(event) = events.next() => log_connection_event(event, &core.settings),
             next = consumer.next(), if consumer_open => match next {
                 Some(Ok(delivery)) => in_flight.push(session.process(delivery)),
                 Some(Err(error)) => return Err(error.into()),
@@ -225,9 +230,16 @@ impl<H: Handler> Session<'_, H> {
         envelope: &Envelope<&RawValue>,
     ) -> Result<(), RuntimeError> {
         let attributes = &envelope.attributes;
-        let delivery_count =
-            header_count(delivery.properties.headers().as_ref(), "x-delivery-count").unwrap_or(0);
-        let attempts = delivery_count.saturating_add(1);
+        let headers = delivery.properties.headers().as_ref();
+        let delivery_count = header_count(headers, "x-delivery-count").unwrap_or(0);
+        // Only a message coming back from a delay queue has trustworthy `x-death`
+        // counts: nobody but the broker and workers publishes to `warren.retries`.
+        let retries = if delivery.exchange.as_str() == RETRIES_EXCHANGE {
+            retries_so_far(headers, &self.core.retry_queue_prefix)
+        } else {
+            0
+        };
+        let attempts = retries.saturating_add(1);
         if attributes.is_past_deadline(Timestamp::now()) {
             tracing::info!("deadline passed before the work started");
             let rejection = Rejection {
@@ -286,13 +298,10 @@ impl<H: Handler> Session<'_, H> {
             }
         };
         let (reason, code, message, retryable) = failure;
-        if attempts < self.core.settings.worker.delivery_limit {
-            tracing::warn!(reason, error = %message, attempts, "handler failed: requeueing");
-            let requeue = BasicNackOptions {
-                multiple: false,
-                requeue: true,
-            };
-            return acknowledged(delivery.acker.nack(requeue).await?);
+        if attempts < self.core.settings.retry.max_attempts {
+            let delay = self.core.settings.retry.delay_after(attempts);
+            tracing::warn!(reason, error = %message, attempts, ?delay, "handler failed: retrying later");
+            return self.retry_later(delivery, delay).await;
         }
         tracing::warn!(reason, error = %message, attempts, "handler failed on every attempt: dead-lettering");
         let rejection = Rejection {
@@ -322,13 +331,14 @@ impl<H: Handler> Session<'_, H> {
                     Some(reply_to) => (REPLIES_EXCHANGE, reply_to),
                     None => continue,
                 },
-                Route::Event => (EVENTS_EXCHANGE, output.message_type),
-                Route::Command => (COMMANDS_EXCHANGE, output.message_type),
+                Route::Event => (EVENTS_EXCHANGE, &*output.message_type),
+                Route::Command => (COMMANDS_EXCHANGE, &*output.message_type),
             };
             let envelope = Envelope {
-                attributes: attributes.child_of_type(
-                    output.message_type,
-                    Some(output.schema),
+                attributes: attributes.child_with_id(
+                    output.id.clone(),
+                    &output.message_type,
+                    Some(&output.schema),
                     &self.core.source,
                 ),
                 data: &output.data,
@@ -337,7 +347,7 @@ impl<H: Handler> Session<'_, H> {
                 .publisher
                 .publish(exchange, routing_key, &envelope)
                 .await?;
-            pending.push((output.route, output.message_type, confirm));
+            pending.push((output.route, &*output.message_type, confirm));
         }
         for (route, message_type, confirm) in pending {
             if confirm.wait().await? == Delivered::Returned {
@@ -396,6 +406,32 @@ impl<H: Handler> Session<'_, H> {
         {
             tracing::warn!("the reply queue is gone; the fault was dropped");
         }
+        acknowledged(delivery.acker.ack(BasicAckOptions::default()).await?)
+    }
+
+    /// Moves the message to the delay queue for `delay`; the broker brings it back to
+    /// the work queue when the delay is over. Acks once the copy is confirmed.
+    async fn retry_later(&self, delivery: &Delivery, delay: Duration) -> Result<(), RuntimeError> {
+        let from_retry = delivery.exchange.as_str() == RETRIES_EXCHANGE;
+        let mut headers = FieldTable::default();
+        for (key, value) in delivery.properties.headers().iter().flat_map(|h| h.inner()) {
+            let name = key.as_str();
+            // Death counts start clean on the first hop (a publisher could have forged
+            // them); after that they are the broker's own.
+            let death_header = name == "x-death"
+                || name.starts_with("x-first-death")
+                || name.starts_with("x-last-death");
+            if name != "x-delivery-count" && (from_retry || !death_header) {
+                headers.insert(key.clone(), value.clone());
+            }
+        }
+        let properties = delivery.properties.clone().with_headers(headers);
+        let queue = retry_queue_name(self.core.manifest.name, delay);
+        self.publisher
+            .publish_raw("", &queue, &delivery.data, properties)
+            .await?
+            .wait_routed()
+            .await?;
         acknowledged(delivery.acker.ack(BasicAckOptions::default()).await?)
     }
 
@@ -482,6 +518,48 @@ impl<H: Handler> Session<'_, H> {
     }
 }
 
+/// Logs what the broker says about the connection. A blocked connection (a memory or
+/// disk alarm) holds publishes back: confirms then wait, up to `amqp.confirm_timeout_ms`,
+/// after which the session fails and is rebuilt, with nothing acked that was not done.
+fn log_connection_event(event: lapin::Event, settings: &Settings) {
+    match event {
+        lapin::Event::ConnectionBlocked(reason) => tracing::warn!(
+            %reason,
+            confirm_timeout_ms = settings.amqp.confirm_timeout_ms,
+            "the broker blocked publishing; publishes wait"
+        ),
+        lapin::Event::ConnectionUnblocked => tracing::info!("the broker unblocked publishing"),
+        lapin::Event::Error(error) => tracing::warn!(%error, "connection error"),
+        _ => {}
+    }
+}
+
+/// How many times a message already went through `worker`'s delay queues, from the
+/// broker-written `x-death` header.
+fn retries_so_far(headers: Option<&FieldTable>, retry_queue_prefix: &str) -> u32 {
+    let Some(AMQPValue::FieldArray(deaths)) = headers.and_then(|h| h.inner().get("x-death")) else {
+        return 0;
+    };
+    deaths
+        .as_slice()
+        .iter()
+        .filter_map(|death| match death {
+            AMQPValue::FieldTable(death) => Some(death),
+            _ => None,
+        })
+        .filter(|death| {
+            let text = |key: &str| match death.inner().get(key) {
+                Some(AMQPValue::LongString(value)) => std::str::from_utf8(value.as_bytes()).ok(),
+                Some(AMQPValue::ShortString(value)) => Some(value.as_str()),
+                _ => None,
+            };
+            text("reason") == Some("expired")
+                && text("queue").is_some_and(|queue| queue.starts_with(retry_queue_prefix))
+        })
+        .filter_map(|death| header_count(Some(death), "count"))
+        .fold(0u32, u32::saturating_add)
+}
+
 /// `Ok` when the ack or nack went out; an error when the delivery's channel was gone.
 fn acknowledged(sent: bool) -> Result<(), RuntimeError> {
     if sent {
@@ -498,5 +576,35 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         format!("the handler panicked: {text}")
     } else {
         "the handler panicked".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::FieldArray;
+
+    fn death(queue: &str, reason: &str, count: i64) -> AMQPValue {
+        let mut table = FieldTable::default();
+        table.insert("queue".into(), AMQPValue::LongString(queue.into()));
+        table.insert("reason".into(), AMQPValue::LongString(reason.into()));
+        table.insert("count".into(), AMQPValue::LongLongInt(count));
+        AMQPValue::FieldTable(table)
+    }
+
+    #[test]
+    fn retries_count_only_expiries_in_this_workers_delay_queues() {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![
+                death("warren.tally.retry.1000ms", "expired", 2),
+                death("warren.tally.retry.2000ms", "expired", 1),
+                death("warren.tally", "rejected", 5),
+                death("warren.echo.retry.1000ms", "expired", 7),
+            ])),
+        );
+        assert_eq!(retries_so_far(Some(&headers), "warren.tally.retry."), 3);
+        assert_eq!(retries_so_far(None, "warren.tally.retry."), 0);
     }
 }

@@ -25,19 +25,19 @@ pub(crate) fn decode_delivery<'a>(
             .next()
             .is_some_and(|media| media.trim().eq_ignore_ascii_case(STRUCTURED_CONTENT_TYPE))
     });
-    if !structured && let Some(headers) = properties.headers() {
-        if headers
+    if !structured
+        && let Some(headers) = properties.headers()
+        && headers
             .inner()
             .keys()
             .any(|key| key.as_str().eq_ignore_ascii_case("ce-specversion"))
-        {
-            let attributes: Vec<(&str, &str)> = headers
-                .inner()
-                .iter()
-                .filter_map(|(key, value)| Some((key.as_str(), value_as_str(value)?)))
-                .collect();
-            return decode_binary(&attributes, content_type, body, limits);
-        }
+    {
+        let attributes: Vec<(&str, &str)> = headers
+            .inner()
+            .iter()
+            .filter_map(|(key, value)| Some((key.as_str(), value_as_str(value)?)))
+            .collect();
+        return decode_binary(&attributes, content_type, body, limits);
     }
     decode_structured(body, limits)
 }

@@ -28,7 +28,10 @@ pub enum RuntimeError {
         routing_key: String,
     },
     /// The broker did not confirm a publish in time (it may be blocking publishers).
-    #[error("the broker did not confirm a publish within {0:?}")]
+    #[error(
+        "the broker did not confirm a publish within {0:?} (is it blocking publishers on a \
+         memory or disk alarm?)"
+    )]
     ConfirmTimeout(std::time::Duration),
     /// A delivery could not be acknowledged because its channel is gone.
     #[error("the channel of a delivery closed before it could be acknowledged")]

@@ -80,7 +80,8 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Where an output goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum Route {
     /// To the originator's reply queue, as the request's result.
     Reply,
@@ -90,18 +91,24 @@ pub(crate) enum Route {
     Command,
 }
 
-/// One message a handler asks the runtime to publish.
-#[derive(Debug)]
+/// One message a handler asks the runtime to publish. Its id is fixed when it is
+/// made, so outputs recorded in a worker's inbox are re-sent with the same ids.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Output {
+    pub(crate) id: String,
     pub(crate) route: Route,
-    pub(crate) message_type: &'static str,
-    pub(crate) schema: &'static str,
+    pub(crate) message_type: Cow<'static, str>,
+    pub(crate) schema: Cow<'static, str>,
     pub(crate) data: Box<RawValue>,
 }
 
 /// What a handler produced: messages to publish as children of the one it handled.
 /// They are published together, and the message is acked once all are confirmed.
-#[derive(Debug, Default)]
+///
+/// `Outputs` serializes to JSON, so a worker's inbox can record what a message
+/// produced and re-send exactly that when the message is redelivered.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Outputs {
     pub(crate) items: Vec<Output>,
 }
@@ -140,9 +147,10 @@ impl Outputs {
             )
         })?;
         self.items.push(Output {
+            id: warren_messages::new_message_id(),
             route,
-            message_type: P::TYPE,
-            schema: P::SCHEMA,
+            message_type: Cow::Borrowed(P::TYPE),
+            schema: Cow::Borrowed(P::SCHEMA),
             data,
         });
         Ok(self)
@@ -246,5 +254,18 @@ mod tests {
         assert_eq!(outputs.items[1].route, Route::Event);
         assert_eq!(outputs.items[0].message_type, "dev.warren.echo.replied.v1");
         assert_eq!(outputs.items[0].data.get(), r#"{"a":1}"#);
+        assert_ne!(outputs.items[0].id, outputs.items[1].id);
+    }
+
+    #[test]
+    fn outputs_survive_a_round_trip_through_json() {
+        let reply: EchoReplied = serde_json::from_str(r#"{"a":1}"#).expect("payload");
+        let outputs = Outputs::reply(&reply).expect("outputs");
+        let stored = serde_json::to_string(&outputs).expect("serialize");
+        let restored: Outputs = serde_json::from_str(&stored).expect("deserialize");
+        assert_eq!(restored.items[0].id, outputs.items[0].id);
+        assert_eq!(restored.items[0].route, Route::Reply);
+        assert_eq!(restored.items[0].message_type, "dev.warren.echo.replied.v1");
+        assert_eq!(restored.items[0].data.get(), r#"{"a":1}"#);
     }
 }

@@ -21,7 +21,13 @@ use crate::topology::{declare_exchanges, declare_reply_queue, new_reply_queue_na
 const REPLY_QUEUE_EXPIRY_MS: u32 = 10 * 60 * 1000;
 
 /// A connection that sends requests and owns one reply queue.
+///
+/// The reply queue is durable and outlives the connection (it expires after ten idle
+/// minutes), so after a lost connection [`Originator::reconnect`] picks up the outcomes
+/// that arrived meanwhile.
 pub struct Originator {
+    connection_name: String,
+    prefetch: u16,
     connection: Connection,
     publisher: Publisher,
     consume_channel: Channel,
@@ -46,10 +52,33 @@ impl Originator {
         connection_name: &str,
         prefetch: u16,
     ) -> Result<Self, RuntimeError> {
+        Self::open(settings, connection_name, prefetch, new_reply_queue_name()).await
+    }
+
+    /// Replaces the connection with a new one, keeping the reply queue (declared
+    /// again in case it expired). Call it after any error from this originator.
+    pub async fn reconnect(&mut self, settings: &Settings) -> Result<(), RuntimeError> {
+        let fresh = Self::open(
+            settings,
+            &self.connection_name,
+            self.prefetch,
+            self.reply_queue.clone(),
+        )
+        .await?;
+        let stale = std::mem::replace(self, fresh);
+        let _ = stale.connection.close(200, "reconnected".into()).await;
+        Ok(())
+    }
+
+    async fn open(
+        settings: &Settings,
+        connection_name: &str,
+        prefetch: u16,
+        reply_queue: String,
+    ) -> Result<Self, RuntimeError> {
         let connection = connect(&settings.amqp, connection_name).await?;
         let publisher = Publisher::open(&connection, settings.amqp.confirm_timeout()).await?;
         declare_exchanges(publisher.channel()).await?;
-        let reply_queue = new_reply_queue_name();
         declare_reply_queue(publisher.channel(), &reply_queue, REPLY_QUEUE_EXPIRY_MS).await?;
         let consume_channel = connection.create_channel().await?;
         consume_channel
@@ -64,6 +93,8 @@ impl Originator {
             )
             .await?;
         Ok(Self {
+            connection_name: connection_name.to_owned(),
+            prefetch,
             connection,
             publisher,
             consume_channel,
@@ -89,24 +120,25 @@ impl Originator {
             .await
     }
 
-    /// The next outcome from the reply queue, acked. `None` when the consumer ended.
-    pub async fn next_outcome(&mut self) -> Option<Result<Outcome, RuntimeError>> {
-        let delivery = match self.consumer.next().await? {
-            Ok(delivery) => delivery,
-            Err(error) => return Some(Err(error.into())),
+    /// The next outcome from the reply queue, acked. An error means the connection or
+    /// the consumer is gone: [`Originator::reconnect`].
+    pub async fn next_outcome(&mut self) -> Result<Outcome, RuntimeError> {
+        let delivery = match self.consumer.next().await {
+            Some(delivery) => delivery?,
+            None => return Err(RuntimeError::ConsumerCancelled(self.reply_queue.clone())),
         };
         let envelope = decode_delivery(&delivery.data, &delivery.properties, &Limits::default())
             .map(|envelope| Envelope {
                 attributes: envelope.attributes,
                 data: envelope.data.to_owned(),
             });
-        if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-            return Some(Err(error.into()));
+        if !delivery.acker.ack(BasicAckOptions::default()).await? {
+            return Err(RuntimeError::ChannelGone);
         }
-        Some(Ok(Outcome {
+        Ok(Outcome {
             body: delivery.data,
             envelope,
-        }))
+        })
     }
 
     /// Deletes the reply queue and closes the connection.

@@ -4,6 +4,8 @@
 //! - `warren.replies`: direct exchange; a reply queue binds under its own name. Outcomes
 //!   go only here, so a forged `replyto` naming a work queue routes nowhere.
 //! - `warren.<worker>`: the worker's quorum work queue, with a delivery limit.
+//! - `warren.<worker>.retry.<ms>ms`: delay queues; a message waits there for its TTL,
+//!   then the broker dead-letters it through `warren.retries` back to `warren.<worker>`.
 //! - `warren.dlx` → `warren.<worker>.dlq`: dead letters, routing key = worker name.
 //! - `warren.reply.<uuid>`: an originator's reply queue.
 
@@ -22,6 +24,10 @@ pub const EVENTS_EXCHANGE: &str = "warren.events";
 pub const REPLIES_EXCHANGE: &str = "warren.replies";
 /// Dead letters, routed by worker name.
 pub const DEAD_LETTER_EXCHANGE: &str = "warren.dlx";
+/// Delay queues dead-letter through this back to the work queue (routing key = the
+/// work queue's name). Only the broker and workers publish here, so the broker-written
+/// `x-death` counts of a message arriving from it can be trusted.
+pub const RETRIES_EXCHANGE: &str = "warren.retries";
 /// Every reply queue's name starts with this.
 pub const REPLY_QUEUE_PREFIX: &str = "warren.reply.";
 
@@ -33,6 +39,16 @@ pub fn work_queue_name(worker: &str) -> String {
 /// The dead-letter queue of `worker`.
 pub fn dead_letter_queue_name(worker: &str) -> String {
     format!("warren.{worker}.dlq")
+}
+
+/// The delay queue of `worker` for `delay`.
+pub fn retry_queue_name(worker: &str, delay: std::time::Duration) -> String {
+    format!("warren.{worker}.retry.{}ms", delay.as_millis())
+}
+
+/// The prefix every delay queue name of `worker` starts with.
+pub fn retry_queue_prefix(worker: &str) -> String {
+    format!("warren.{worker}.retry.")
 }
 
 /// A fresh reply queue name.
@@ -76,6 +92,7 @@ pub async fn declare_exchanges(channel: &Channel) -> Result<(), RuntimeError> {
         (EVENTS_EXCHANGE, ExchangeKind::Topic),
         (REPLIES_EXCHANGE, ExchangeKind::Direct),
         (DEAD_LETTER_EXCHANGE, ExchangeKind::Direct),
+        (RETRIES_EXCHANGE, ExchangeKind::Direct),
     ] {
         channel
             .exchange_declare(name.into(), kind, durable_exchange(), FieldTable::default())
@@ -84,12 +101,14 @@ pub async fn declare_exchanges(channel: &Channel) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// Declares `worker`'s work queue and dead-letter queue and binds the work queue for
-/// every type in its manifest. Idempotent while the arguments stay the same.
+/// Declares `worker`'s work queue, delay queues and dead-letter queue, and binds the
+/// work queue for every type in its manifest and for returns from its delay queues.
+/// Idempotent while the arguments stay the same.
 pub async fn declare_worker_queues(
     channel: &Channel,
     manifest: &Manifest,
     delivery_limit: u32,
+    retry_delays: &[std::time::Duration],
 ) -> Result<(), RuntimeError> {
     let dead_letter_queue = dead_letter_queue_name(manifest.name);
     let mut quorum = FieldTable::default();
@@ -115,22 +134,34 @@ pub async fn declare_worker_queues(
             work_queue_arguments(manifest.name, delivery_limit),
         )
         .await?;
-    let bindings = manifest
-        .commands
-        .iter()
-        .map(|message_type| (COMMANDS_EXCHANGE, message_type))
+    for delay in retry_delays {
+        channel
+            .queue_declare(
+                retry_queue_name(manifest.name, *delay).as_str().into(),
+                durable_queue(),
+                retry_queue_arguments(&work_queue, *delay),
+            )
+            .await?;
+    }
+    let bindings = std::iter::once((RETRIES_EXCHANGE, work_queue.as_str()))
+        .chain(
+            manifest
+                .commands
+                .iter()
+                .map(|message_type| (COMMANDS_EXCHANGE, *message_type)),
+        )
         .chain(
             manifest
                 .events
                 .iter()
-                .map(|message_type| (EVENTS_EXCHANGE, message_type)),
+                .map(|message_type| (EVENTS_EXCHANGE, *message_type)),
         );
-    for (exchange, message_type) in bindings {
+    for (exchange, routing_key) in bindings {
         channel
             .queue_bind(
                 work_queue.as_str().into(),
                 exchange.into(),
-                (*message_type).into(),
+                routing_key.into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -150,6 +181,22 @@ pub fn work_queue_arguments(worker: &str, delivery_limit: u32) -> FieldTable {
     );
     arguments.insert("x-dead-letter-exchange".into(), text(DEAD_LETTER_EXCHANGE));
     arguments.insert("x-dead-letter-routing-key".into(), text(worker));
+    arguments.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+    arguments.insert("x-overflow".into(), text("reject-publish"));
+    arguments
+}
+
+/// The arguments of a delay queue: messages expire after `delay` and are dead-lettered
+/// (at least once) through `warren.retries` back to `work_queue`.
+pub fn retry_queue_arguments(work_queue: &str, delay: std::time::Duration) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type".into(), text("quorum"));
+    arguments.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+    );
+    arguments.insert("x-dead-letter-exchange".into(), text(RETRIES_EXCHANGE));
+    arguments.insert("x-dead-letter-routing-key".into(), text(work_queue));
     arguments.insert("x-dead-letter-strategy".into(), text("at-least-once"));
     arguments.insert("x-overflow".into(), text("reject-publish"));
     arguments

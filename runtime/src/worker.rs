@@ -33,6 +33,7 @@ pub async fn run_worker<H: Handler>(
         manifest,
         limits: settings.limits.decode_limits(),
         source: format!("/warren/{}", manifest.name),
+        retry_queue_prefix: crate::topology::retry_queue_prefix(manifest.name),
         settings,
     };
     let mut delays = reconnect_delays();
