@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// The workers of the fleet. Worker `x` is the binary `warren-x`.
-pub const FLEET: &[&str] = &["echo"];
+pub const FLEET: &[&str] = &["echo", "tally"];
 
 /// How long children may take to stop after SIGTERM, unless `--grace` says otherwise.
 const DEFAULT_GRACE_PERIOD: &str = "30s";

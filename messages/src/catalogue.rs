@@ -1,6 +1,8 @@
 //! The catalogue: every message type warren defines, as the docs list them.
 
-use crate::payload::{EchoReplied, EchoRequest, Fault, Payload, Progress};
+use crate::payload::{
+    EchoReplied, EchoRequest, Fault, Payload, Progress, TallyAdd, TallyAdded, TallyGet, TallyTotal,
+};
 
 /// Whether a message is a command (asks a worker to do something), an event (says
 /// something happened) or an outcome (goes back to the originator).
@@ -48,6 +50,19 @@ pub const ENTRIES: &[Entry] = &[
     ),
     entry::<Fault>(Kind::Outcome, "A request failed at some hop."),
     entry::<Progress>(Kind::Outcome, "News of a request before its outcome."),
+    entry::<TallyAdd>(
+        Kind::Command,
+        "Add an amount to the running total of a key.",
+    ),
+    entry::<TallyAdded>(
+        Kind::Outcome,
+        "The tally worker's result for an add: the key's new total.",
+    ),
+    entry::<TallyGet>(Kind::Command, "Ask for the running total of a key."),
+    entry::<TallyTotal>(
+        Kind::Outcome,
+        "The tally worker's result for a get: the key's total.",
+    ),
 ];
 
 /// The catalogue entry of `message_type`, if warren defines it.

@@ -16,7 +16,8 @@ pub mod catalogue;
 pub use decode::{DecodeError, Limits, decode_binary, decode_structured};
 pub use envelope::{Attributes, Envelope, OutgoingEnvelope, SPEC_VERSION, new_message_id};
 pub use payload::{
-    EchoReplied, EchoRequest, Fault, Inbound, JsonObject, Payload, Progress, fault_code,
+    EchoReplied, EchoRequest, Fault, Inbound, JsonObject, Payload, Progress, TallyAdd, TallyAdded,
+    TallyGet, TallyTotal, fault_code,
 };
 pub use trace::TraceParent;
 

@@ -28,6 +28,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Where workers keep their own stores.
+    pub store: StoreSettings,
 }
 
 /// The broker connection.
@@ -158,6 +160,15 @@ pub enum LogFormat {
     Pretty,
     /// One JSON object per line, for log collectors.
     Json,
+}
+
+/// Where workers keep their own stores.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// The folder of the workers' store files (`<dir>/<worker>.sqlite`); a relative
+    /// path is relative to the working directory.
+    pub dir: PathBuf,
 }
 
 /// Values given on the command line, the last layer.
@@ -364,6 +375,7 @@ mod tests {
         let settings = load(&[], &Overrides::default()).expect("defaults");
         assert_eq!(settings.amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
         assert_eq!(settings.worker.prefetch, 100);
+        assert_eq!(settings.store.dir, PathBuf::from("data"));
         assert_eq!(settings.limits.decode_limits(), Limits::default());
     }
 
@@ -374,6 +386,7 @@ mod tests {
                 ("WARREN_AMQP_URL", "amqp://a:b@env:5672/%2f"),
                 ("WARREN_WORKER__PREFETCH", "7"),
                 ("WARREN_LOG", "debug"),
+                ("WARREN_STORE__DIR", "/var/lib/warren-stores"),
             ],
             &Overrides::default(),
         )
@@ -381,6 +394,7 @@ mod tests {
         assert_eq!(settings.amqp.url, "amqp://a:b@env:5672/%2f");
         assert_eq!(settings.worker.prefetch, 7);
         assert_eq!(settings.log.filter, "debug");
+        assert_eq!(settings.store.dir, PathBuf::from("/var/lib/warren-stores"));
 
         let settings = load(
             &[("WARREN_WORKER__PREFETCH", "7")],

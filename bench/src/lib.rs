@@ -1,0 +1,1 @@
+//! warren's benchmarks live in `benches/`; this library is empty.
