@@ -3,7 +3,9 @@
 //! Exit codes: 0 success; 1 a request faulted or a message was not delivered; 2 usage,
 //! configuration or connection errors; 3 a request timed out (and none faulted).
 
+mod dlq;
 mod input;
+mod load;
 mod send;
 mod up;
 
@@ -31,6 +33,10 @@ enum Command {
     Publish(send::PublishArgs),
     /// Send requests and print each outcome as one JSON line.
     Request(send::RequestArgs),
+    /// Load the fleet with requests in a chosen shape; report latency and throughput.
+    Load(load::LoadArgs),
+    /// List, show, replay or purge a worker's dead letters.
+    Dlq(dlq::DlqArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +57,8 @@ fn main() -> ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Publish(args) => send::publish(&load_settings(&overrides)?, args).await,
             Command::Request(args) => send::request(&load_settings(&overrides)?, args).await,
+            Command::Load(args) => load::run(&load_settings(&overrides)?, args).await,
+            Command::Dlq(args) => dlq::run(&load_settings(&overrides)?, args).await,
         }
     });
     match result {

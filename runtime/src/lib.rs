@@ -18,6 +18,7 @@ mod publisher;
 mod worker;
 
 pub mod config;
+pub mod dead_letters;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;

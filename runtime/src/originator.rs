@@ -120,13 +120,29 @@ impl Originator {
             .await
     }
 
+    /// A handle on this connection's confirm-mode publisher, for publishes that run
+    /// while [`Originator::next_delivery`] borrows the originator (the load tester). It
+    /// dies with the connection: take a new one after [`Originator::reconnect`].
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+
+    /// The next delivery from the reply queue as it arrived: neither decoded nor acked.
+    /// For a reader of many outcomes that parses only what it needs and acks several at
+    /// once (`multiple`). Unlike [`Originator::next_outcome`] it is cancel-safe, so it
+    /// can be a branch of a `select!`. An error means the connection or the consumer is
+    /// gone: [`Originator::reconnect`].
+    pub async fn next_delivery(&mut self) -> Result<lapin::message::Delivery, RuntimeError> {
+        match self.consumer.next().await {
+            Some(delivery) => Ok(delivery?),
+            None => Err(RuntimeError::ConsumerCancelled(self.reply_queue.clone())),
+        }
+    }
+
     /// The next outcome from the reply queue, acked. An error means the connection or
     /// the consumer is gone: [`Originator::reconnect`].
     pub async fn next_outcome(&mut self) -> Result<Outcome, RuntimeError> {
-        let delivery = match self.consumer.next().await {
-            Some(delivery) => delivery?,
-            None => return Err(RuntimeError::ConsumerCancelled(self.reply_queue.clone())),
-        };
+        let delivery = self.next_delivery().await?;
         let envelope = decode_delivery(&delivery.data, &delivery.properties, &Limits::default())
             .map(|envelope| Envelope {
                 attributes: envelope.attributes,

@@ -15,6 +15,11 @@
 //! The binaries are not dependencies of this crate, so `cargo test -p warren-e2e` alone does
 //! not build them: run `cargo test --workspace` (or `cargo build --workspace` first).
 
+pub mod broker_node;
+pub mod checker;
+pub mod fleet_check;
+pub mod proxy;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
