@@ -59,9 +59,13 @@ fn durable_queue() -> QueueDeclareOptions {
 /// The raw lapin worker: consume, publish the body back with a confirm, ack after it.
 async fn raw_worker(connection: Connection, shutdown: CancellationToken) -> BenchResult<()> {
     let publish = connection.create_channel().await?;
-    publish.confirm_select(ConfirmSelectOptions::default()).await?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     let consume = connection.create_channel().await?;
-    consume.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+    consume
+        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .await?;
     let mut consumer = consume
         .basic_consume(
             RAW_QUEUE.into(),
@@ -117,9 +121,13 @@ async fn drive(
     make_body: &(dyn Fn() -> (Vec<u8>, String) + Sync),
 ) -> BenchResult<f64> {
     let publish = connection.create_channel().await?;
-    publish.confirm_select(ConfirmSelectOptions::default()).await?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     let consume = connection.create_channel().await?;
-    consume.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+    consume
+        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .await?;
     let mut replies = consume
         .basic_consume(
             reply_queue.into(),
@@ -201,10 +209,20 @@ async fn declare_raw(channel: &Channel, reply_queue: &str) -> BenchResult<()> {
         ..ExchangeDeclareOptions::default()
     };
     channel
-        .exchange_declare(RAW_COMMANDS.into(), ExchangeKind::Topic, durable, FieldTable::default())
+        .exchange_declare(
+            RAW_COMMANDS.into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
         .await?;
     channel
-        .exchange_declare(RAW_REPLIES.into(), ExchangeKind::Direct, durable, FieldTable::default())
+        .exchange_declare(
+            RAW_REPLIES.into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
         .await?;
     channel
         .queue_declare(RAW_QUEUE.into(), durable_queue(), quorum())
@@ -315,12 +333,36 @@ async fn run(url: String, messages: usize, rounds: usize) -> BenchResult<()> {
          prefetch {PREFETCH}, {IN_FLIGHT} in flight, {PAYLOAD_BYTES}-byte payload"
     );
     // One short warm-up of each.
-    drive(&connection, RAW_COMMANDS, RAW_ROUTING_KEY, raw_reply_queue, messages / 10 + 1, &raw_message).await?;
-    drive(&connection, warren_runtime::topology::COMMANDS_EXCHANGE, warren_messages::EchoRequest::TYPE, warren_reply_queue, messages / 10 + 1, &warren_body).await?;
+    drive(
+        &connection,
+        RAW_COMMANDS,
+        RAW_ROUTING_KEY,
+        raw_reply_queue,
+        messages / 10 + 1,
+        &raw_message,
+    )
+    .await?;
+    drive(
+        &connection,
+        warren_runtime::topology::COMMANDS_EXCHANGE,
+        warren_messages::EchoRequest::TYPE,
+        warren_reply_queue,
+        messages / 10 + 1,
+        &warren_body,
+    )
+    .await?;
 
     let (mut raw_rates, mut warren_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let raw_rate = drive(&connection, RAW_COMMANDS, RAW_ROUTING_KEY, raw_reply_queue, messages, &raw_message).await?;
+        let raw_rate = drive(
+            &connection,
+            RAW_COMMANDS,
+            RAW_ROUTING_KEY,
+            raw_reply_queue,
+            messages,
+            &raw_message,
+        )
+        .await?;
         let warren_rate = drive(
             &connection,
             warren_runtime::topology::COMMANDS_EXCHANGE,
@@ -359,12 +401,17 @@ async fn run(url: String, messages: usize, rounds: usize) -> BenchResult<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    let mut args = std::env::args().skip(1).filter(|arg| !arg.starts_with("--"));
+    let mut args = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"));
     let messages = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000);
     let rounds = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     let url = std::env::var("WARREN_BENCH_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/warren-bench".to_owned());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cannot start tokio: {error}");

@@ -36,7 +36,10 @@ mod tests {
 
     #[test]
     fn reads_inline_and_file_data() {
-        assert_eq!(read_data(r#" {"a": 1} "#).expect("inline").get(), r#"{"a": 1}"#);
+        assert_eq!(
+            read_data(r#" {"a": 1} "#).expect("inline").get(),
+            r#"{"a": 1}"#
+        );
         let path = std::env::temp_dir().join(format!("warren-input-{}.json", std::process::id()));
         std::fs::write(&path, "[1,2]\n").expect("write");
         let argument = format!("@{}", path.display());

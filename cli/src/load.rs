@@ -34,14 +34,13 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 use uuid::Uuid;
 use uuid::timestamp::context::ContextV7;
-use warren_messages::catalogue::{self, Kind};
+use warren_messages::catalogue;
 use warren_messages::{
     Attributes, Envelope, Fault, Limits, Payload, Progress, TraceParent, decode_structured,
 };
-use warren_runtime::topology::{COMMANDS_EXCHANGE, EVENTS_EXCHANGE};
-use warren_runtime::{Delivered, Originator, Publisher, RuntimeError, Settings, reconnect_delays};
+use warren_runtime::{Delivered, Originator, Publisher, RuntimeError, Settings};
 
-use crate::send::parse_duration;
+use crate::send::{exchange_for, parse_duration, reconnect, source};
 
 /// The reply queue's prefetch: outcomes the broker may push before they are acked.
 const REPLY_PREFETCH: u16 = 2000;
@@ -54,6 +53,8 @@ const PUBLISH_WINDOW: usize = 2000;
 const PUBLISH_BATCH: usize = 256;
 /// How often timeouts are counted, acks flushed and the progress bar drawn.
 const TICK: Duration = Duration::from_millis(50);
+/// The latest a request can be due, from the start: a hundred years.
+const LATEST_DUE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// `{"pad":""}`: the size of the smallest `--payload-bytes` data.
 const PAD_OVERHEAD: usize = 10;
 /// The largest `--payload-bytes`: a worker refuses a larger body (`limits.max_body_bytes`,
@@ -204,13 +205,15 @@ impl Shape {
     /// When request `index` (from 0) is due, counted from the start; `None` for the
     /// shapes that send as fast as they may, whose latency starts at the publish.
     fn intended_offset(&self, index: u64) -> Option<Duration> {
-        match *self {
-            Shape::Rate { per_second } => Some(Duration::from_secs_f64(index as f64 / per_second)),
+        let seconds = match *self {
+            Shape::Rate { per_second } => index as f64 / per_second,
             Shape::Burst { size, interval } => {
-                Some(interval.mul_f64((index / u64::from(size)) as f64))
+                interval.as_secs_f64() * (index / u64::from(size)) as f64
             }
-            Shape::Inflight { .. } | Shape::Prefill => None,
-        }
+            Shape::Inflight { .. } | Shape::Prefill => return None,
+        };
+        // A schedule beyond any run's end (a rate of 1e-300) is capped, not a panic.
+        Some(Duration::try_from_secs_f64(seconds).map_or(LATEST_DUE, |due| due.min(LATEST_DUE)))
     }
 
     fn describe(&self) -> String {
@@ -413,21 +416,6 @@ fn classify_attributes(correlation_id: &str, message_type: &str) -> Classified {
             fault: message_type == Fault::TYPE,
         },
         Err(_) => Classified::Unreadable,
-    }
-}
-
-fn source() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|host| !host.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("/warren/cli/{host}")
-}
-
-fn exchange_for(message_type: &str) -> &'static str {
-    match catalogue::lookup(message_type).map(|entry| entry.kind) {
-        Some(Kind::Event) => EVENTS_EXCHANGE,
-        _ => COMMANDS_EXCHANGE,
     }
 }
 
@@ -955,19 +943,7 @@ async fn recover<F: Future<Output = Published>>(
 ) -> anyhow::Result<()> {
     eprintln!("warren: lost the broker ({error}); reconnecting");
     run.forget_acks();
-    let mut delays = reconnect_delays();
-    loop {
-        let delay = delays.next().unwrap_or(Duration::from_secs(10));
-        if Instant::now() + delay > give_up_at {
-            anyhow::bail!("lost the broker and could not reconnect in time");
-        }
-        tokio::time::sleep(delay).await;
-        match originator.reconnect(settings).await {
-            Ok(()) => break,
-            Err(error) => eprintln!("warren: reconnecting failed: {error}"),
-        }
-    }
-    eprintln!("warren: reconnected");
+    reconnect(originator, settings, give_up_at).await?;
     run.counts.reconnects += 1;
     // The stale connection is closed, so every publish still waiting on it ends now.
     while let Some(published) = publishing.next().await {
@@ -1550,6 +1526,8 @@ mod tests {
         assert_eq!(burst.intended_offset(199), Some(Duration::ZERO));
         assert_eq!(burst.intended_offset(200), Some(Duration::from_millis(100)));
         assert_eq!(burst.intended_offset(999), Some(Duration::from_millis(400)));
+        let glacial = Shape::Rate { per_second: 1e-300 };
+        assert_eq!(glacial.intended_offset(1), Some(LATEST_DUE));
         assert_eq!(Shape::Inflight { inflight: 3 }.intended_offset(7), None);
         assert_eq!(Shape::Prefill.intended_offset(7), None);
     }

@@ -53,7 +53,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} must be a positive duration"))
 }
 
-fn source() -> String {
+/// The CloudEvents `source` of what the CLI publishes: `/warren/cli/<host>`.
+pub(crate) fn source() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .filter(|host| !host.is_empty())
@@ -61,7 +62,8 @@ fn source() -> String {
     format!("/warren/cli/{host}")
 }
 
-fn exchange_for(message_type: &str) -> &'static str {
+/// The exchange a message of `message_type` is published to.
+pub(crate) fn exchange_for(message_type: &str) -> &'static str {
     match catalogue::lookup(message_type).map(|entry| entry.kind) {
         Some(Kind::Event) => EVENTS_EXCHANGE,
         _ => COMMANDS_EXCHANGE,
@@ -230,7 +232,7 @@ async fn publish_window(
 }
 
 /// Reconnects with back-off until it works or `give_up_at` passes.
-async fn reconnect(
+pub(crate) async fn reconnect(
     originator: &mut Originator,
     settings: &Settings,
     give_up_at: tokio::time::Instant,
