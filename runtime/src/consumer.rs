@@ -97,7 +97,49 @@ pub(crate) async fn run_session<H: Handler>(
 ) -> Result<(), RuntimeError> {
     let name = core.manifest.name;
     let connection = connect(&core.settings.amqp, &format!("warren-{name}")).await?;
-    let publisher = Publisher::open(&connection, core.settings.amqp.confirm_timeout()).await?;
+    let result = consume(core, shutdown, &connection).await;
+    if result.is_err() {
+        // Best effort, and bounded: a broker that stopped reading (a blocked connection)
+        // never answers a close. The broker requeues whatever is unacked.
+        let _ = tokio::time::timeout(
+            CLOSE_TIMEOUT,
+            connection.close(200, "session failed".into()),
+        )
+        .await;
+    }
+    result
+}
+
+/// How often an idle session checks that the broker still delivers to it.
+const STALL_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Consecutive checks that found messages ready in the work queue while this session,
+/// with room for more, received nothing: then the consumer is stalled (seen after a
+/// broker restart: the consume succeeded, nothing is ever delivered) and the session is
+/// rebuilt.
+const STALL_CHECKS: u32 = 2;
+
+/// The number of messages ready in `queue`, by a passive declare.
+async fn ready_messages(channel: &lapin::Channel, queue: &str) -> Result<u32, RuntimeError> {
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..lapin::options::QueueDeclareOptions::default()
+    };
+    let state = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await?;
+    Ok(state.message_count())
+}
+
+/// How long closing a failed session's connection may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn consume<H: Handler>(
+    core: &WorkerCore<H>,
+    shutdown: &CancellationToken,
+    connection: &lapin::Connection,
+) -> Result<(), RuntimeError> {
+    let name = core.manifest.name;
+    let publisher = Publisher::open(connection, core.settings.amqp.confirm_timeout()).await?;
     declare_exchanges(publisher.channel()).await?;
     declare_worker_queues(
         publisher.channel(),
@@ -143,6 +185,13 @@ pub(crate) async fn run_session<H: Handler>(
     let mut consumer_open = true;
     let grace = tokio::time::sleep(Duration::MAX);
     tokio::pin!(grace);
+    let mut stall_check = tokio::time::interval_at(
+        tokio::time::Instant::now() + STALL_CHECK_INTERVAL,
+        STALL_CHECK_INTERVAL,
+    );
+    stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut delivered_since_check = false;
+    let mut stalled_checks = 0u32;
     loop {
         tokio::select! {
             biased;
@@ -163,8 +212,23 @@ pub(crate) async fn run_session<H: Handler>(
                 break;
             }
             Some(event) = events.next() => log_connection_event(event, &core.settings),
+            _ = stall_check.tick(), if !draining => {
+                let idle = !delivered_since_check && in_flight.is_empty();
+                delivered_since_check = false;
+                stalled_checks = if idle && ready_messages(publisher.channel(), &queue).await? > 0 {
+                    stalled_checks + 1
+                } else {
+                    0
+                };
+                if stalled_checks >= STALL_CHECKS {
+                    return Err(RuntimeError::ConsumerStalled(queue));
+                }
+            }
             next = consumer.next(), if consumer_open => match next {
-                Some(Ok(delivery)) => in_flight.push(session.process(delivery)),
+                Some(Ok(delivery)) => {
+                    delivered_since_check = true;
+                    in_flight.push(session.process(delivery));
+                }
                 Some(Err(error)) => return Err(error.into()),
                 None if draining => consumer_open = false,
                 None => return Err(RuntimeError::ConsumerCancelled(queue)),
@@ -374,7 +438,7 @@ impl<H: Handler> Session<'_, H> {
             }
         }
         tracing::debug!(outputs = outputs.items.len(), "handled");
-        acknowledged(delivery.acker.ack(BasicAckOptions::default()).await?)
+        self.ack(delivery).await
     }
 
     /// Dead-letters the message (when the rejection says so) and faults the originator,
@@ -406,7 +470,7 @@ impl<H: Handler> Session<'_, H> {
         {
             tracing::warn!("the reply queue is gone; the fault was dropped");
         }
-        acknowledged(delivery.acker.ack(BasicAckOptions::default()).await?)
+        self.ack(delivery).await
     }
 
     /// Moves the message to the delay queue for `delay`; the broker brings it back to
@@ -432,7 +496,7 @@ impl<H: Handler> Session<'_, H> {
             .await?
             .wait_routed()
             .await?;
-        acknowledged(delivery.acker.ack(BasicAckOptions::default()).await?)
+        self.ack(delivery).await
     }
 
     async fn dead_letter(
@@ -504,6 +568,16 @@ impl<H: Handler> Session<'_, H> {
         self.publisher
             .publish(REPLIES_EXCHANGE, reply_to, &envelope)
             .await
+    }
+
+    /// Acks `delivery`, bounded by the confirm timeout: an ack that cannot be written
+    /// (the broker stopped reading) fails the session instead of hanging it.
+    async fn ack(&self, delivery: &Delivery) -> Result<(), RuntimeError> {
+        let timeout = self.core.settings.amqp.confirm_timeout();
+        let sent = tokio::time::timeout(timeout, delivery.acker.ack(BasicAckOptions::default()))
+            .await
+            .map_err(|_elapsed| RuntimeError::ConfirmTimeout(timeout))??;
+        acknowledged(sent)
     }
 
     /// Where outcomes for this message go: its `replyto` when it names a reply queue.

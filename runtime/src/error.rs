@@ -39,6 +39,9 @@ pub enum RuntimeError {
     /// The broker cancelled the consumer (queue deleted, node down, …).
     #[error("the broker cancelled the consumer of {0:?}")]
     ConsumerCancelled(String),
+    /// The work queue had messages ready while this idle consumer received none.
+    #[error("the consumer of {0:?} stalled: messages are ready but none are delivered")]
+    ConsumerStalled(String),
     /// The worker's manifest contradicts its handler.
     #[error("invalid manifest: {0}")]
     Manifest(String),

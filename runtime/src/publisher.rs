@@ -114,19 +114,21 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<PendingConfirm, RuntimeError> {
-        let confirm = self
-            .channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-                body,
-                properties,
-            )
-            .await?;
+        // Sending waits until the frames are written; a broker that stopped reading
+        // (a blocked connection) must not hang the caller past the confirm timeout.
+        let send = self.channel.basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                immediate: false,
+            },
+            body,
+            properties,
+        );
+        let confirm = tokio::time::timeout(self.confirm_timeout, send)
+            .await
+            .map_err(|_elapsed| RuntimeError::ConfirmTimeout(self.confirm_timeout))??;
         Ok(PendingConfirm {
             confirm,
             exchange: exchange.to_owned(),
