@@ -124,9 +124,12 @@ async fn ready_messages(channel: &lapin::Channel, queue: &str) -> Result<u32, Ru
         passive: true,
         ..lapin::options::QueueDeclareOptions::default()
     };
-    let state = channel
-        .queue_declare(queue.into(), passive, FieldTable::default())
-        .await?;
+    // A queue that is not serving (e.g. still recovering after a broker restart) may
+    // not answer: that is a stall too.
+    let declare = channel.queue_declare(queue.into(), passive, FieldTable::default());
+    let state = tokio::time::timeout(STALL_CHECK_INTERVAL, declare)
+        .await
+        .map_err(|_elapsed| RuntimeError::ConsumerStalled(queue.to_owned()))??;
     Ok(state.message_count())
 }
 

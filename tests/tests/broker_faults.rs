@@ -222,9 +222,11 @@ fn spawn_reply_reader(
                     continue 'connection;
                 }
             };
+            let mut idle_since = Instant::now();
             loop {
                 match tokio::time::timeout(Duration::from_millis(100), consumer.next()).await {
                     Ok(Some(Ok(delivery))) => {
+                        idle_since = Instant::now();
                         lock(&ledger).record(parse_envelope(&delivery.data));
                         if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
                             eprintln!("reply reader: ack failed ({error}); reconnecting");
@@ -264,12 +266,33 @@ fn spawn_reply_reader(
                             }
                         }
                     }
+                    // Idle for a while with replies waiting: the consumer stalled (a
+                    // consume registered while the node was still recovering). Start over.
+                    Err(_) if idle_since.elapsed() > READER_STALL => {
+                        idle_since = Instant::now();
+                        let waiting = client
+                            .queue_state(&reply_queue)
+                            .await
+                            .map_or(0, |state| state.messages);
+                        if waiting > 0 {
+                            eprintln!(
+                                "reply reader: {waiting} replies waiting but none delivered; \
+                                 reconnecting"
+                            );
+                            let _ =
+                                tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+                            continue 'connection;
+                        }
+                    }
                     Err(_) => {}
                 }
             }
         }
     })
 }
+
+/// How long the reply reader may go without a delivery while replies wait in its queue.
+const READER_STALL: Duration = Duration::from_secs(5);
 
 /// `count` echo requests answering to `reply_queue`, each with data `{"n": <number>}`
 /// numbered from `first`, recorded in `ledger` as published.
