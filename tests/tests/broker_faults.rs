@@ -496,13 +496,36 @@ async fn broker_restart_mid_stream_loses_nothing() {
     worker
         .wait_for_log(READY_LOG, 2, Duration::from_secs(60))
         .await;
-    wait_for_ledger(
-        &ledger,
-        Duration::from_secs(120),
-        "an outcome for every confirmed request",
-        |ledger| ledger.lost() == 0,
-    )
-    .await;
+    // Wait for every outcome, saying every 10 s what the restarted node reports, so a
+    // failure shows whether the queues recovered.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut report = tokio::time::interval(Duration::from_secs(10));
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    while lock(&ledger).lost() > 0 {
+        tokio::select! {
+            _ = poll.tick() => {}
+            _ = report.tick() => {
+                let queues = node
+                    .try_rabbitmqctl(&[
+                        "list_queues", "name", "type", "state", "messages_ready",
+                        "messages_unacknowledged", "consumers",
+                    ])
+                    .await;
+                eprintln!(
+                    "after restart, {}; queues:\n{}",
+                    lock(&ledger).summary(),
+                    String::from_utf8_lossy(&queues.stdout)
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            eprintln!("node log:\n{}", node.log_tail(80));
+            panic!(
+                "an outcome for every confirmed request did not come within 120 s: {}",
+                lock(&ledger).summary()
+            );
+        }
+    }
     assert!(
         worker.try_exit_status().is_none(),
         "the worker must live through the restart"
