@@ -66,11 +66,6 @@ impl TraceParent {
             flags,
         })
     }
-
-    /// The trace id as 32 lowercase hex digits, as log search expects it.
-    pub fn trace_id_hex(&self) -> String {
-        format!("{:032x}", self.trace_id)
-    }
 }
 
 impl fmt::Display for TraceParent {

@@ -283,8 +283,14 @@ impl<H: Handler> Session<'_, H> {
             message_type = %attributes.message_type,
             trace_id = tracing::field::Empty,
         );
-        if let Some(trace) = attributes.trace_parent() {
-            span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
+        // Formatted into the span only when it is recorded: no allocation otherwise.
+        if !span.is_disabled()
+            && let Some(trace) = attributes.trace_parent()
+        {
+            span.record(
+                "trace_id",
+                tracing::field::display(format_args!("{:032x}", trace.trace_id)),
+            );
         }
         self.process_envelope(&delivery, &envelope)
             .instrument(span)
