@@ -10,7 +10,9 @@
 //! differs: raw lapin with none of warren's features, or warren's runtime running the
 //! echo handler (decode, validate, span, child envelope, confirms, ack).
 //!
-//! Run: `cargo bench -p warren-bench --bench echo_vs_lapin -- [messages] [rounds]`
+//! Run: `cargo bench -p warren-bench --bench echo_vs_lapin -- [messages] [rounds] [in-flight]`
+//! (defaults 20000, 5, 250; with an in-flight window of 1 the p50 figures are the
+//! unloaded round trip)
 //! against the broker at `WARREN_BENCH_URL` (default: vhost `warren-bench` on the local
 //! broker, created with `rabbitmqctl add_vhost warren-bench` and
 //! `rabbitmqctl set_permissions -p warren-bench guest ".*" ".*" ".*"`).
@@ -19,6 +21,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use hdrhistogram::Histogram;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -110,16 +113,34 @@ async fn raw_worker(connection: Connection, shutdown: CancellationToken) -> Benc
     }
 }
 
-/// The load driver: a closed loop of `IN_FLIGHT` requests, `messages` in all.
-/// `make_body(i)` gives request i's body and correlation id. Returns round trips/s.
+/// What one driven run measured.
+struct Run {
+    /// Round trips per second.
+    rate: f64,
+    /// Publish-to-reply latency, in microseconds.
+    latency: Histogram<u64>,
+}
+
+impl Run {
+    fn p50_ms(&self) -> f64 {
+        self.latency.value_at_quantile(0.5) as f64 / 1000.0
+    }
+
+    fn p99_ms(&self) -> f64 {
+        self.latency.value_at_quantile(0.99) as f64 / 1000.0
+    }
+}
+
+/// The load driver: a closed loop of `in_flight` requests, `messages` in all.
+/// `make_body()` gives the next request's body and correlation id.
 async fn drive(
     connection: &Connection,
     exchange: &str,
     routing_key: &str,
     reply_queue: &str,
-    messages: usize,
+    (messages, in_flight): (usize, usize),
     make_body: &(dyn Fn() -> (Vec<u8>, String) + Sync),
-) -> BenchResult<f64> {
+) -> BenchResult<Run> {
     let publish = connection.create_channel().await?;
     publish
         .confirm_select(ConfirmSelectOptions::default())
@@ -139,7 +160,8 @@ async fn drive(
             FieldTable::default(),
         )
         .await?;
-    let mut outstanding: HashMap<String, ()> = HashMap::with_capacity(IN_FLIGHT * 2);
+    let mut outstanding: HashMap<String, Instant> = HashMap::with_capacity(in_flight * 2);
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut confirms = FuturesUnordered::new();
     let mut sent = 0usize;
     let mut received = 0usize;
@@ -171,9 +193,10 @@ async fn drive(
         }
     };
     while received < messages {
-        while sent < messages && outstanding.len() < IN_FLIGHT {
+        while sent < messages && outstanding.len() < in_flight {
+            let sent_at = Instant::now();
             let (correlation_id, confirm) = send_one(&publish).await?;
-            outstanding.insert(correlation_id, ());
+            outstanding.insert(correlation_id, sent_at);
             confirms.push(confirm);
             sent += 1;
         }
@@ -191,7 +214,9 @@ async fn drive(
                     .as_ref()
                     .map(|id| id.as_str().to_owned())
                     .unwrap_or_default();
-                if outstanding.remove(&correlation_id).is_some() {
+                if let Some(sent_at) = outstanding.remove(&correlation_id) {
+                    let micros = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    latency.saturating_record(micros);
                     received += 1;
                 }
             }
@@ -200,7 +225,10 @@ async fn drive(
     let elapsed = started.elapsed();
     let _ = publish.close(200, "done".into()).await;
     let _ = consume.close(200, "done".into()).await;
-    Ok(messages as f64 / elapsed.as_secs_f64())
+    Ok(Run {
+        rate: messages as f64 / elapsed.as_secs_f64(),
+        latency,
+    })
 }
 
 async fn declare_raw(channel: &Channel, reply_queue: &str) -> BenchResult<()> {
@@ -263,7 +291,7 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-async fn run(url: String, messages: usize, rounds: usize) -> BenchResult<()> {
+async fn run(url: String, messages: usize, rounds: usize, in_flight: usize) -> BenchResult<()> {
     let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
     let setup = connection.create_channel().await?;
     let raw_reply_queue = "bench.raw.reply";
@@ -330,7 +358,7 @@ async fn run(url: String, messages: usize, rounds: usize) -> BenchResult<()> {
 
     println!(
         "echo round trips: {messages} messages a round, {rounds} rounds each, interleaved; \
-         prefetch {PREFETCH}, {IN_FLIGHT} in flight, {PAYLOAD_BYTES}-byte payload"
+         prefetch {PREFETCH}, {in_flight} in flight, {PAYLOAD_BYTES}-byte payload"
     );
     // One short warm-up of each.
     drive(
@@ -338,7 +366,7 @@ async fn run(url: String, messages: usize, rounds: usize) -> BenchResult<()> {
         RAW_COMMANDS,
         RAW_ROUTING_KEY,
         raw_reply_queue,
-        messages / 10 + 1,
+        (messages / 10 + 1, in_flight),
         &raw_message,
     )
     .await?;
@@ -347,38 +375,48 @@ async fn run(url: String, messages: usize, rounds: usize) -> BenchResult<()> {
         warren_runtime::topology::COMMANDS_EXCHANGE,
         warren_messages::EchoRequest::TYPE,
         warren_reply_queue,
-        messages / 10 + 1,
+        (messages / 10 + 1, in_flight),
         &warren_body,
     )
     .await?;
 
     let (mut raw_rates, mut warren_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw_p50s, mut warren_p50s) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let raw_rate = drive(
+        let raw = drive(
             &connection,
             RAW_COMMANDS,
             RAW_ROUTING_KEY,
             raw_reply_queue,
-            messages,
+            (messages, in_flight),
             &raw_message,
         )
         .await?;
-        let warren_rate = drive(
+        let warren = drive(
             &connection,
             warren_runtime::topology::COMMANDS_EXCHANGE,
             warren_messages::EchoRequest::TYPE,
             warren_reply_queue,
-            messages,
+            (messages, in_flight),
             &warren_body,
         )
         .await?;
         println!(
-            "round {round}: raw lapin {raw_rate:>8.0}/s   warren {warren_rate:>8.0}/s   ratio {:.3}",
-            warren_rate / raw_rate
+            "round {round}: raw lapin {:>8.0}/s (p50 {:.2} ms, p99 {:.2} ms)   \
+             warren {:>8.0}/s (p50 {:.2} ms, p99 {:.2} ms)   ratio {:.3}",
+            raw.rate,
+            raw.p50_ms(),
+            raw.p99_ms(),
+            warren.rate,
+            warren.p50_ms(),
+            warren.p99_ms(),
+            warren.rate / raw.rate
         );
-        raw_rates.push(raw_rate);
-        warren_rates.push(warren_rate);
-        ratios.push(warren_rate / raw_rate);
+        raw_rates.push(raw.rate);
+        warren_rates.push(warren.rate);
+        ratios.push(warren.rate / raw.rate);
+        raw_p50s.push(raw.p50_ms());
+        warren_p50s.push(warren.p50_ms());
     }
     let spread = |values: &[f64]| {
         let min = values.iter().copied().fold(f64::INFINITY, f64::min);
@@ -394,6 +432,11 @@ async fn run(url: String, messages: usize, rounds: usize) -> BenchResult<()> {
         ratio_min,
         ratio_max
     );
+    println!(
+        "median p50 round trip: raw lapin {:.2} ms, warren {:.2} ms",
+        median(&mut raw_p50s),
+        median(&mut warren_p50s)
+    );
     shutdown.cancel();
     let _ = raw.await;
     let _ = warren.await;
@@ -405,7 +448,12 @@ fn main() -> std::process::ExitCode {
         .skip(1)
         .filter(|arg| !arg.starts_with("--"));
     let messages = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000);
-    let rounds = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let rounds = args.next().and_then(|a| a.parse().ok()).unwrap_or(5).max(1);
+    let in_flight = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(IN_FLIGHT)
+        .max(1);
     let url = std::env::var("WARREN_BENCH_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/warren-bench".to_owned());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -418,7 +466,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(url, messages, rounds)) {
+    match runtime.block_on(run(url, messages, rounds, in_flight)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("benchmark failed: {error}");

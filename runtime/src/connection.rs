@@ -15,8 +15,14 @@ use crate::error::RuntimeError;
 /// How long a TCP connect plus AMQP handshake may take.
 const CONNECT_TIMEOUT_MS: u64 = 10_000;
 
+/// The largest AMQP frame asked for, unless the URL sets `frame_max`. The client keeps a
+/// send and a receive buffer of 32 frames each: at the broker's default (128 KiB) that is
+/// 8 MiB of a worker's resident memory, at 32 KiB it is 2 MiB. Bodies larger than a frame
+/// are split across frames, so message size is not limited by it.
+const FRAME_MAX: u32 = 32 * 1024;
+
 /// Opens a connection named `connection_name` (shown in the broker's tools), with the
-/// configured heartbeat unless the URL sets one.
+/// configured heartbeat and [`FRAME_MAX`] unless the URL sets them.
 pub async fn connect(
     settings: &AmqpSettings,
     connection_name: &str,
@@ -28,6 +34,7 @@ pub async fn connect(
         })
     })?;
     uri.query.heartbeat.get_or_insert(settings.heartbeat_secs);
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
     uri.query
         .connection_timeout
         .get_or_insert(CONNECT_TIMEOUT_MS);
