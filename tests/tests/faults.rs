@@ -37,7 +37,7 @@ use warren_messages::{Payload, TallyAdd, TallyAdded, fault_code};
 /// fault strikes.
 const REQUESTS: usize = 2_000;
 
-/// The worker's prefetch (the default): at most this many deliveries are unacked in it.
+/// The worker's prefetch: at most this many deliveries are unacked in it.
 const PREFETCH: usize = 100;
 
 /// Adds to keys starting with this wait first, so a full prefetch is in flight.
@@ -45,6 +45,18 @@ const SLOW_PREFIX: &str = "k-";
 
 /// How long each slow add waits: about `PREFETCH` per this much, i.e. ~1000 a second.
 const SLOW_MS: u64 = 100;
+
+/// Starts `warren-tally` with [`PREFETCH`] and `settings` (see [`TallyProcess::start`]).
+async fn start_tally(
+    amqp_url: &str,
+    store_dir: &std::path::Path,
+    settings: &[(&str, &str)],
+) -> TallyProcess {
+    let prefetch = PREFETCH.to_string();
+    let mut all = vec![("WARREN_WORKER__PREFETCH", prefetch.as_str())];
+    all.extend_from_slice(settings);
+    TallyProcess::start(amqp_url, store_dir, &all).await
+}
 
 /// How long all outcomes of a run may take to arrive.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(45);
@@ -209,7 +221,7 @@ async fn sigkill_before_ack_redelivers_with_one_side_effect() {
     let vhost = Vhost::create().await;
     let store = StoreDir::new();
     let slow = slow_keys();
-    let mut first = TallyProcess::start(
+    let mut first = start_tally(
         vhost.amqp_url(),
         store.path(),
         &[("WARREN_FAILPOINTS", &slow)],
@@ -241,7 +253,7 @@ async fn sigkill_before_ack_redelivers_with_one_side_effect() {
     assert_mid_stream(answered_at_kill, REQUESTS, "SIGKILL");
 
     // A new instance gets the unacked deliveries again, and the rest.
-    let _second = TallyProcess::start(vhost.amqp_url(), store.path(), &[]).await;
+    let _second = start_tally(vhost.amqp_url(), store.path(), &[]).await;
     let verdict = finish(
         "sigkill_before_ack_redelivers_with_one_side_effect",
         &vhost,
@@ -258,7 +270,7 @@ async fn sigkill_after_side_effect_before_ack_hits_the_inbox() {
     let vhost = Vhost::create().await;
     let store = StoreDir::new();
     let failpoint = format!("crash_after_commit:{CRASH_AFTER_COMMIT}");
-    let mut first = TallyProcess::start(
+    let mut first = start_tally(
         vhost.amqp_url(),
         store.path(),
         &[("WARREN_FAILPOINTS", &failpoint)],
@@ -303,7 +315,7 @@ async fn sigkill_after_side_effect_before_ack_hits_the_inbox() {
 
     // A clean instance gets that delivery again: the inbox has it, so it re-sends the
     // recorded reply and adds nothing.
-    let _second = TallyProcess::start(vhost.amqp_url(), store.path(), &[]).await;
+    let _second = start_tally(vhost.amqp_url(), store.path(), &[]).await;
     let verdict = finish(
         "sigkill_after_side_effect_before_ack_hits_the_inbox",
         &vhost,
@@ -333,7 +345,7 @@ async fn closing_connections_mid_stream_recovers() {
     let vhost = Vhost::create().await;
     let store = StoreDir::new();
     let slow = slow_keys();
-    let mut worker = TallyProcess::start(
+    let mut worker = start_tally(
         vhost.amqp_url(),
         store.path(),
         &[("WARREN_FAILPOINTS", &slow)],
@@ -400,7 +412,7 @@ async fn cut_and_blackholed_proxy_recovers() {
     let upstream: SocketAddr = BROKER_ADDRESS.parse().expect("a socket address");
     let proxy = Proxy::start(upstream).await;
     let slow = slow_keys();
-    let mut worker = TallyProcess::start(
+    let mut worker = start_tally(
         &proxy.amqp_url(&vhost),
         store.path(),
         &[
@@ -493,7 +505,7 @@ async fn transient_failures_end_in_the_dlq_after_max_attempts() {
     let store = StoreDir::new();
     let failpoints = format!("transient_keys:{FLAKY_PREFIX}");
     let max_attempts = MAX_ATTEMPTS.to_string();
-    let mut worker = TallyProcess::start(
+    let mut worker = start_tally(
         vhost.amqp_url(),
         store.path(),
         &[
@@ -595,7 +607,7 @@ async fn permanent_failure_goes_to_the_dlq_at_once() {
     let store = StoreDir::new();
     // Retries would be quick, so that a wrongly retried permanent failure shows in its
     // attempts rather than in a slow test.
-    let mut worker = TallyProcess::start(
+    let mut worker = start_tally(
         vhost.amqp_url(),
         store.path(),
         &[
