@@ -112,14 +112,17 @@ pub(crate) async fn run_session<H: Handler>(
 
 /// How often an idle session checks that the broker still delivers to it.
 const STALL_CHECK_INTERVAL: Duration = Duration::from_secs(5);
-/// Consecutive checks that found messages ready in the work queue while this session,
-/// with room for more, received nothing: then the consumer is stalled (seen after a
-/// broker restart: the consume succeeded, nothing is ever delivered) and the session is
-/// rebuilt.
+/// Consecutive checks that found this idle session's consumer stalled: messages ready
+/// in the work queue while it, with room for more, received nothing, or the broker
+/// counting no consumer on the queue it consumes from. Seen after a broker restart: the
+/// consume succeeded while the quorum queue was still recovering, and nothing is ever
+/// delivered (a quorum queue without a serving leader reports 0 messages and 0
+/// consumers). The session is then rebuilt.
 const STALL_CHECKS: u32 = 2;
 
-/// The number of messages ready in `queue`, by a passive declare.
-async fn ready_messages(channel: &lapin::Channel, queue: &str) -> Result<u32, RuntimeError> {
+/// Whether `queue`, by a passive declare, looks stalled to a session consuming from it
+/// that received nothing since the last check.
+async fn looks_stalled(channel: &lapin::Channel, queue: &str) -> Result<bool, RuntimeError> {
     let passive = lapin::options::QueueDeclareOptions {
         passive: true,
         ..lapin::options::QueueDeclareOptions::default()
@@ -130,7 +133,7 @@ async fn ready_messages(channel: &lapin::Channel, queue: &str) -> Result<u32, Ru
     let state = tokio::time::timeout(STALL_CHECK_INTERVAL, declare)
         .await
         .map_err(|_elapsed| RuntimeError::ConsumerStalled(queue.to_owned()))??;
-    Ok(state.message_count())
+    Ok(state.message_count() > 0 || state.consumer_count() == 0)
 }
 
 /// How long closing a failed session's connection may take.
@@ -218,7 +221,7 @@ async fn consume<H: Handler>(
             _ = stall_check.tick(), if !draining => {
                 let idle = !delivered_since_check && in_flight.is_empty();
                 delivered_since_check = false;
-                stalled_checks = if idle && ready_messages(publisher.channel(), &queue).await? > 0 {
+                stalled_checks = if idle && looks_stalled(publisher.channel(), &queue).await? {
                     stalled_checks + 1
                 } else {
                     0

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use lapin::options::BasicAckOptions;
@@ -42,6 +42,14 @@ const CONFIRM_TIMEOUT_ERROR: &str = "did not confirm a publish within";
 
 /// The text of the broker's consumer timeout (a channel close with PRECONDITION_FAILED).
 const CONSUMER_TIMEOUT_ERROR: &str = "delivery acknowledgement on channel";
+
+/// Wall-clock milliseconds since the Unix epoch.
+fn unix_millis_now() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    i64::try_from(since_epoch.as_millis()).expect("milliseconds fit in an i64")
+}
 
 /// Milliseconds since the Unix epoch of an RFC 3339 UTC time such as
 /// `2026-11-27T06:10:34.352555Z` (the form warren writes `time` in).
@@ -403,6 +411,177 @@ fn echo_environment<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)>
     ];
     environment.extend_from_slice(extra);
     environment
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_mid_stream_loses_nothing() {
+    const REQUESTS: usize = 5_000;
+    // Requests the test holds unacknowledged until the node goes down with its
+    // connection: work that is certainly left for after the restart, however fast the
+    // worker is.
+    const HELD: usize = 500;
+    let test_started = Instant::now();
+    let mut node = PrivateNode::start(NodeOptions::new()).await;
+    let amqp_url = node.amqp_url();
+    let environment = echo_environment(&[
+        ("WARREN_WORKER__PREFETCH", "10"),
+        ("WARREN_AMQP__CONFIRM_TIMEOUT_MS", "10000"),
+    ]);
+
+    // A first run declares the topology and leaves, so the requests wait in the queue.
+    let mut first = NodeWorker::start(&node, "warren-echo", &environment).await;
+    let status = first.stop().await;
+    assert!(status.success(), "the idle worker exits 0, not {status}");
+
+    let client = NodeClient::connect_within(&amqp_url, Duration::from_secs(10)).await;
+    let reply_queue = client.declare_durable_reply_queue().await;
+    let ledger = SharedLedger::default();
+    let requests = echo_requests(&ledger, &reply_queue, 0, REQUESTS);
+    client
+        .publish_all(requests.iter().map(|request| request.message.clone()))
+        .await;
+    lock(&ledger).confirmed = requests
+        .iter()
+        .map(|request| request.correlation_id().to_owned())
+        .collect();
+    drop(requests);
+    client
+        .wait_for_queue(
+            ECHO_QUEUE,
+            Duration::from_secs(15),
+            "all requests queued",
+            |state| state.messages as usize == REQUESTS,
+        )
+        .await;
+    client.close().await;
+    let (hoarder, hoard) = hold_echo_requests(&amqp_url, HELD).await;
+
+    let stop_reading = Arc::new(AtomicBool::new(false));
+    let reader = spawn_reply_reader(
+        amqp_url.clone(),
+        reply_queue.clone(),
+        Arc::clone(&ledger),
+        Arc::clone(&stop_reading),
+    );
+    let mut worker = NodeWorker::start(&node, "warren-echo", &environment).await;
+    wait_for_ledger(
+        &ledger,
+        Duration::from_secs(30),
+        "a first reply",
+        |ledger| !ledger.outcomes.is_empty(),
+    )
+    .await;
+
+    // Restart the broker under the worker's feet.
+    let answered_before_restart = lock(&ledger).answered();
+    let restart_started = Instant::now();
+    node.stop().await;
+    // Whatever the worker produced from now on went to the restarted node.
+    lock(&ledger).produced_after = Some(unix_millis_now());
+    let stopped_after = restart_started.elapsed();
+    // The held requests went back to the queue when the node closed their connection.
+    drop(hoard);
+    drop(hoarder);
+    node.start_again().await;
+    let downtime = restart_started.elapsed();
+    eprintln!(
+        "restart: {answered_before_restart} answered when the stop began; the node was gone \
+         after {stopped_after:?} and served again after {downtime:?}"
+    );
+
+    // The worker notices, and builds a new session by itself.
+    worker
+        .wait_for_log(SESSION_LOST_LOG, 1, Duration::from_secs(30))
+        .await;
+    worker
+        .wait_for_log(READY_LOG, 2, Duration::from_secs(60))
+        .await;
+    // Wait for every outcome, saying every 10 s what the restarted node reports, so a
+    // failure shows whether the queues recovered.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut report = tokio::time::interval(Duration::from_secs(10));
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    while lock(&ledger).lost() > 0 {
+        tokio::select! {
+            _ = poll.tick() => {}
+            _ = report.tick() => {
+                let queues = node
+                    .try_rabbitmqctl(&[
+                        "list_queues", "name", "type", "state", "messages_ready",
+                        "messages_unacknowledged", "consumers",
+                    ])
+                    .await;
+                eprintln!(
+                    "after restart, {}; queues:\n{}",
+                    lock(&ledger).summary(),
+                    String::from_utf8_lossy(&queues.stdout)
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            eprintln!("node log:\n{}", node.log_tail(80));
+            panic!(
+                "an outcome for every confirmed request did not come within 120 s: {}",
+                lock(&ledger).summary()
+            );
+        }
+    }
+    assert!(
+        worker.try_exit_status().is_none(),
+        "the worker must live through the restart"
+    );
+
+    // Count the late duplicates too: every reply the worker sent before it exits.
+    let status = worker.stop().await;
+    assert!(
+        status.success(),
+        "the worker exits 0 on SIGTERM, not {status}"
+    );
+    stop_reading.store(true, Ordering::SeqCst);
+    let reader_connections = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the reply reader finishes")
+        .expect("the reply reader does not panic");
+
+    let ledger = std::mem::take(&mut *lock(&ledger));
+    eprintln!(
+        "broker_restart_mid_stream_loses_nothing: {REQUESTS} requests ({HELD} held by the \
+         test until the node stopped): {}; {} answered \
+         before the restart, {} outcomes produced after the node stopped, stop and start \
+         took {downtime:?} (boots: {:?}), reply reader connected {reader_connections} times, \
+         {} worker sessions, whole test {:?}",
+        ledger.summary(),
+        answered_before_restart,
+        ledger.produced_after_count,
+        node.boot_times(),
+        worker.log_count(READY_LOG),
+        test_started.elapsed()
+    );
+    assert_eq!(ledger.lost(), 0, "confirmed requests without an outcome");
+    assert!(
+        ledger.unexpected.is_empty(),
+        "unexpected outcomes: {:?}",
+        &ledger.unexpected[..ledger.unexpected.len().min(5)]
+    );
+    assert!(
+        ledger.produced_after_count >= HELD,
+        "the {HELD} held requests can only be answered after the restart, yet only {} \
+         outcomes were produced after it",
+        ledger.produced_after_count
+    );
+    assert!(
+        reader_connections >= 2,
+        "the originator reconnected after the restart"
+    );
+    let client = NodeClient::connect_within(&amqp_url, Duration::from_secs(10)).await;
+    let work = client
+        .queue_state(ECHO_QUEUE)
+        .await
+        .expect("the work queue exists");
+    assert_eq!(work.messages, 0, "every request was acked");
+    let dlq = client.queue_state(ECHO_DLQ).await.expect("the DLQ exists");
+    assert_eq!(dlq.messages, 0, "no request was dead-lettered");
+    client.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
