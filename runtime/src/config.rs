@@ -374,7 +374,7 @@ mod tests {
     fn defaults_load_and_are_valid() {
         let settings = load(&[], &Overrides::default()).expect("defaults");
         assert_eq!(settings.amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
-        assert_eq!(settings.worker.prefetch, 250);
+        assert_eq!(settings.worker.prefetch, 500);
         assert_eq!(settings.store.dir, PathBuf::from("data"));
         assert_eq!(settings.limits.decode_limits(), Limits::default());
     }
