@@ -39,8 +39,12 @@ pub enum RuntimeError {
     /// The broker cancelled the consumer (queue deleted, node down, …).
     #[error("the broker cancelled the consumer of {0:?}")]
     ConsumerCancelled(String),
-    /// The work queue had messages ready while this idle consumer received none.
-    #[error("the consumer of {0:?} stalled: messages are ready but none are delivered")]
+    /// The work queue had messages ready while this idle consumer received none, or the
+    /// broker counted no consumer on it (a quorum queue without a serving leader).
+    #[error(
+        "the consumer of {0:?} stalled: messages are ready but none are delivered, or the \
+         broker counts no consumer on the queue"
+    )]
     ConsumerStalled(String),
     /// The worker's manifest contradicts its handler.
     #[error("invalid manifest: {0}")]
