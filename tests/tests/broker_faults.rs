@@ -403,6 +403,20 @@ async fn hold_echo_requests(amqp_url: &str, count: usize) -> (NodeClient, lapin:
     (hoarder, held)
 }
 
+/// Declares the echo topology with a first worker run that leaves at once, then connects
+/// a client with a durable reply queue of its own.
+async fn declare_then_connect(
+    node: &PrivateNode,
+    environment: &[(&str, &str)],
+) -> (NodeClient, String) {
+    let mut first = NodeWorker::start(node, "warren-echo", environment).await;
+    let status = first.stop().await;
+    assert!(status.success(), "the idle worker exits 0, not {status}");
+    let client = NodeClient::connect_within(&node.amqp_url(), Duration::from_secs(10)).await;
+    let reply_queue = client.declare_durable_reply_queue().await;
+    (client, reply_queue)
+}
+
 /// The common settings of an echo worker in these tests.
 fn echo_environment<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut environment = vec![
@@ -428,13 +442,8 @@ async fn broker_restart_mid_stream_loses_nothing() {
         ("WARREN_AMQP__CONFIRM_TIMEOUT_MS", "10000"),
     ]);
 
-    // A first run declares the topology and leaves, so the requests wait in the queue.
-    let mut first = NodeWorker::start(&node, "warren-echo", &environment).await;
-    let status = first.stop().await;
-    assert!(status.success(), "the idle worker exits 0, not {status}");
-
-    let client = NodeClient::connect_within(&amqp_url, Duration::from_secs(10)).await;
-    let reply_queue = client.declare_durable_reply_queue().await;
+    // The requests wait in the queue until the worker runs.
+    let (client, reply_queue) = declare_then_connect(&node, &environment).await;
     let ledger = SharedLedger::default();
     let requests = echo_requests(&ledger, &reply_queue, 0, REQUESTS);
     client
@@ -599,13 +608,7 @@ async fn memory_alarm_blocks_publishers_then_resumes() {
         ("WARREN_WORKER__PREFETCH", "50"),
         ("WARREN_AMQP__CONFIRM_TIMEOUT_MS", CONFIRM_TIMEOUT_MS),
     ]);
-    // A first run declares the topology and leaves.
-    let mut first = NodeWorker::start(&node, "warren-echo", &environment).await;
-    let status = first.stop().await;
-    assert!(status.success(), "the idle worker exits 0, not {status}");
-
-    let client = NodeClient::connect_within(&amqp_url, Duration::from_secs(10)).await;
-    let reply_queue = client.declare_durable_reply_queue().await;
+    let (client, reply_queue) = declare_then_connect(&node, &environment).await;
     let ledger = SharedLedger::default();
     let held = echo_requests(&ledger, &reply_queue, 1_000_000, HELD);
     client
