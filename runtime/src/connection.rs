@@ -15,14 +15,14 @@ use crate::error::RuntimeError;
 /// How long a TCP connect plus AMQP handshake may take.
 const CONNECT_TIMEOUT_MS: u64 = 10_000;
 
-/// The largest AMQP frame asked for, unless the URL sets `frame_max`. The client keeps a
-/// send and a receive buffer of 32 frames each: at the broker's default (128 KiB) that is
-/// 8 MiB of a worker's resident memory, at 32 KiB it is 2 MiB. Bodies larger than a frame
-/// are split across frames, so message size is not limited by it.
-const FRAME_MAX: u32 = 32 * 1024;
-
 /// Opens a connection named `connection_name` (shown in the broker's tools), with the
-/// configured heartbeat and [`FRAME_MAX`] unless the URL sets them.
+/// configured heartbeat unless the URL sets one.
+///
+/// The frame size is the broker's (128 KiB by default), never less: a message's header
+/// frame is not split, and the broker delivers whatever a publisher could send it, so a
+/// worker with smaller frames would refuse such a message as a protocol violation on
+/// every delivery. (lapin keeps two buffers of 32 frames, 8 MiB of resident memory at
+/// that size; it is the price of accepting every message the broker accepts.)
 pub async fn connect(
     settings: &AmqpSettings,
     connection_name: &str,
@@ -34,7 +34,6 @@ pub async fn connect(
         })
     })?;
     uri.query.heartbeat.get_or_insert(settings.heartbeat_secs);
-    uri.query.frame_max.get_or_insert(FRAME_MAX);
     uri.query
         .connection_timeout
         .get_or_insert(CONNECT_TIMEOUT_MS);

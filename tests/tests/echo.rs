@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
+use lapin::types::{AMQPValue, LongString};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use warren_e2e::{
@@ -75,6 +76,36 @@ async fn request_gets_one_result_with_the_same_correlation_id() {
         replies.next_within(&broker, Duration::ZERO).await.is_none(),
         "exactly one outcome per request"
     );
+}
+
+/// A request whose AMQP header frame is large (100 KB, within the broker's 128 KiB frame
+/// limit) is answered like any other: a worker that asked for smaller frames than the
+/// broker accepts from publishers would refuse it as a protocol violation, lose its
+/// connection on every delivery of it and stall everything else it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_with_a_large_header_frame_is_answered() {
+    let vhost = Vhost::create().await;
+    let _worker = vhost.start_worker("warren-echo", &[]).await;
+    let broker = vhost.connect().await;
+    let replies = broker.reply_queue().await;
+    let request = Request::new(ECHO, r#"{"large":"header"}"#, Some(replies.name()));
+    let mut headers = request
+        .message
+        .properties
+        .headers()
+        .clone()
+        .unwrap_or_default();
+    headers.insert(
+        "x-large".into(),
+        AMQPValue::LongString(LongString::from("h".repeat(100_000))),
+    );
+    let properties = request.message.properties.clone().with_headers(headers);
+    broker
+        .publish(request.message.clone().with_properties(properties))
+        .await;
+    let reply = replies.next(&broker).await;
+    let correlation_id = assert_echo_result(&reply, &json!({"large":"header"}));
+    assert_eq!(correlation_id, request.correlation_id());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
