@@ -223,8 +223,8 @@ async fn drive(
         }
     }
     let elapsed = started.elapsed();
-    let _ = publish.close(200, "done".into()).await;
-    let _ = consume.close(200, "done".into()).await;
+    warren_runtime::close_channel(&publish, "done").await;
+    warren_runtime::close_channel(&consume, "done").await;
     Ok(Run {
         rate: messages as f64 / elapsed.as_secs_f64(),
         latency,

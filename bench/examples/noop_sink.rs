@@ -242,7 +242,7 @@ async fn declare_topology(
     .await;
     match declared {
         Ok(()) => {
-            let _ = channel.close(200, "declared".into()).await;
+            warren_runtime::close_channel(&channel, "declared").await;
         }
         Err(error) => eprintln!(
             "noop_sink: could not declare the echo topology as the echo worker does \
@@ -258,7 +258,7 @@ async fn declare_topology(
     let queue = probe
         .queue_declare(work_queue.into(), passive, FieldTable::default())
         .await?;
-    let _ = probe.close(200, "probed".into()).await;
+    warren_runtime::close_channel(&probe, "probed").await;
     Ok(queue)
 }
 
@@ -299,7 +299,7 @@ async fn main() -> ExitCode {
     };
     match serve(&connection, &settings, &template).await {
         Ok(counts) => {
-            let _ = connection.close(200, "done".into()).await;
+            warren_runtime::close_connection(&connection, "done").await;
             println!(
                 "noop_sink: answered {} requests ({} without a reply queue, {} unreadable, {} \
                  publish errors)",
@@ -313,7 +313,7 @@ async fn main() -> ExitCode {
         }
         Err(error) => {
             eprintln!("noop_sink: {error}");
-            let _ = connection.close(200, "failed".into()).await;
+            warren_runtime::close_connection(&connection, "failed").await;
             ExitCode::FAILURE
         }
     }

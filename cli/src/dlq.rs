@@ -130,7 +130,7 @@ pub async fn run(settings: &Settings, args: DlqArgs) -> anyhow::Result<ExitCode>
         DlqCommand::Replay(args) => replay(&connection, settings, args).await,
         DlqCommand::Purge(args) => purge(&connection, args).await,
     };
-    let _ = connection.close(200, "done".into()).await;
+    warren_runtime::close_connection(&connection, "done").await;
     result
 }
 

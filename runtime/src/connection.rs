@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use backon::BackoffBuilder;
-use lapin::{Connection, ConnectionProperties, uri::AMQPUri};
+use lapin::{Channel, Connection, ConnectionProperties, uri::AMQPUri};
 
 use crate::config::AmqpSettings;
 use crate::error::RuntimeError;
@@ -39,6 +39,22 @@ pub async fn connect(
         .get_or_insert(CONNECT_TIMEOUT_MS);
     let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
     Ok(Connection::connect_uri(uri, properties).await?)
+}
+
+/// How long closing a connection or a channel may take. lapin's close waits for the
+/// broker's close-ok, which may never come (seen after the broker had already dropped the
+/// connection; a blocked connection is not read either); the broker cleans up after a
+/// dropped socket anyway.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Closes `connection`, best effort: bounded by [`CLOSE_TIMEOUT`], errors ignored.
+pub async fn close_connection(connection: &Connection, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await;
+}
+
+/// Closes `channel`, best effort: bounded by [`CLOSE_TIMEOUT`], errors ignored.
+pub async fn close_channel(channel: &Channel, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, reason.into())).await;
 }
 
 /// Delays between reconnection attempts: exponential from 100 ms to 10 s, with jitter,

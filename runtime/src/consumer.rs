@@ -21,7 +21,7 @@ use tracing::Instrument;
 use warren_messages::{Attributes, DecodeError, Envelope, Fault, Limits, Payload, fault_code};
 
 use crate::config::Settings;
-use crate::connection::connect;
+use crate::connection::{CLOSE_TIMEOUT, close_channel, close_connection, connect};
 use crate::delivery::{attributes_from_properties, decode_delivery, header_count};
 use crate::error::RuntimeError;
 use crate::handler::{Handler, HandlerError, Incoming, Manifest, Route};
@@ -99,13 +99,8 @@ pub(crate) async fn run_session<H: Handler>(
     let connection = connect(&core.settings.amqp, &format!("warren-{name}")).await?;
     let result = consume(core, shutdown, &connection).await;
     if result.is_err() {
-        // Best effort, and bounded: a broker that stopped reading (a blocked connection)
-        // never answers a close. The broker requeues whatever is unacked.
-        let _ = tokio::time::timeout(
-            CLOSE_TIMEOUT,
-            connection.close(200, "session failed".into()),
-        )
-        .await;
+        // The broker requeues whatever is unacked.
+        close_connection(&connection, "session failed").await;
     }
     result
 }
@@ -135,9 +130,6 @@ async fn looks_stalled(channel: &lapin::Channel, queue: &str) -> Result<bool, Ru
         .map_err(|_elapsed| RuntimeError::ConsumerStalled(queue.to_owned()))??;
     Ok(state.message_count() > 0 || state.consumer_count() == 0)
 }
-
-/// How long closing a failed session's connection may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn consume<H: Handler>(
     core: &WorkerCore<H>,
@@ -206,9 +198,14 @@ async fn consume<H: Handler>(
                 draining = true;
                 grace.as_mut().reset(tokio::time::Instant::now() + core.settings.worker.shutdown_grace());
                 tracing::info!(in_flight = in_flight.len(), "shutting down: draining in-flight work");
-                consume_channel
-                    .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
-                    .await?;
+                let cancel = consume_channel
+                    .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default());
+                // Unanswered, stop reading deliveries anyway: what arrives after is
+                // unacked when the channel closes, and the broker redelivers it.
+                match tokio::time::timeout(CLOSE_TIMEOUT, cancel).await {
+                    Ok(cancelled) => cancelled?,
+                    Err(_unanswered) => consumer_open = false,
+                }
             }
             () = &mut grace, if draining => {
                 tracing::warn!(
@@ -246,9 +243,9 @@ async fn consume<H: Handler>(
     }
     drop(in_flight);
     // Closing is best effort: the broker requeues whatever is still unacked.
-    let _ = consume_channel.close(200, "shutdown".into()).await;
-    let _ = publisher.channel().close(200, "shutdown".into()).await;
-    let _ = connection.close(200, "shutdown".into()).await;
+    close_channel(&consume_channel, "shutdown").await;
+    close_channel(publisher.channel(), "shutdown").await;
+    close_connection(connection, "shutdown").await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -31,6 +31,7 @@ use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Acker, BasicProperties, Channel, Connection, ErrorKind};
 
+use crate::connection::{CLOSE_TIMEOUT, close_channel};
 use crate::consumer::dead_letter_header as header;
 use crate::delivery::header_count;
 use crate::error::RuntimeError;
@@ -448,7 +449,7 @@ pub async fn count(connection: &Connection, worker: &str) -> Result<u32, Runtime
     // A passive declare of a missing queue closes its channel: use one of its own.
     let channel = connection.create_channel().await?;
     let ready = ready_count(&channel, &dead_letter_queue_name(worker)).await?;
-    let _ = channel.close(200, "counted".into()).await;
+    close_channel(&channel, "counted").await;
     Ok(ready)
 }
 
@@ -666,10 +667,12 @@ async fn settle_and_close(
         Ok(()) => settle_in_order(channel, queue, held).await,
         Err(error) => Err(error),
     };
-    let closed = channel.close(200, "done".into()).await;
+    // Bounded: a close that gets no answer leaves the messages held until the connection
+    // closes, and that gives them back too.
+    let closed = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "done".into())).await;
     settled?;
     // A channel that already failed cannot be closed again; its messages are back.
-    if let Err(error) = closed
+    if let Ok(Err(error)) = closed
         && channel.status().connected()
     {
         return Err(error.into());
@@ -740,7 +743,7 @@ async fn read_then_requeue(
     let mut reader = match Reader::open(&channel, &queue, waiting).await {
         Ok(reader) => reader,
         Err(error) => {
-            let _ = channel.close(200, "done".into()).await;
+            close_channel(&channel, "done").await;
             return Err(error);
         }
     };
@@ -919,8 +922,8 @@ pub async fn replay(
     let reader = match Reader::open(&channel, &queue, waiting).await {
         Ok(reader) => reader,
         Err(error) => {
-            let _ = channel.close(200, "done".into()).await;
-            let _ = publisher.channel().close(200, "done".into()).await;
+            close_channel(&channel, "done").await;
+            close_channel(publisher.channel(), "done").await;
             return Err(error);
         }
     };
@@ -939,7 +942,7 @@ pub async fn replay(
     };
     let walked = walk.run().await;
     let settled = settle_and_close(&channel, &queue, &walk.reader, &mut walk.held).await;
-    let _ = publisher.channel().close(200, "replayed".into()).await;
+    close_channel(publisher.channel(), "replayed").await;
     let mut report = walk.report;
     for replayed in &mut report.replayed {
         let held = &walk.held[replayed.position];
@@ -1078,7 +1081,7 @@ pub async fn purge(connection: &Connection, worker: &str) -> Result<u32, Runtime
     let purged = channel
         .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
         .await?;
-    let _ = channel.close(200, "purged".into()).await;
+    close_channel(&channel, "purged").await;
     Ok(purged)
 }
 

@@ -24,7 +24,7 @@ pub mod telemetry;
 pub mod topology;
 
 pub use config::{ConfigError, Overrides, Settings};
-pub use connection::{connect, reconnect_delays};
+pub use connection::{CLOSE_TIMEOUT, close_channel, close_connection, connect, reconnect_delays};
 pub use consumer::dead_letter_header;
 pub use error::RuntimeError;
 pub use handler::{Handler, HandlerError, Incoming, Manifest, Outputs};

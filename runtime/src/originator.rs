@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use warren_messages::{DecodeError, Envelope, Limits};
 
 use crate::config::Settings;
-use crate::connection::connect;
+use crate::connection::{CLOSE_TIMEOUT, close_connection, connect};
 use crate::delivery::decode_delivery;
 use crate::error::RuntimeError;
 use crate::publisher::{PendingConfirm, Publisher};
@@ -66,7 +66,7 @@ impl Originator {
         )
         .await?;
         let stale = std::mem::replace(self, fresh);
-        let _ = stale.connection.close(200, "reconnected".into()).await;
+        close_connection(&stale.connection, "reconnected").await;
         Ok(())
     }
 
@@ -157,17 +157,18 @@ impl Originator {
         })
     }
 
-    /// Deletes the reply queue and closes the connection.
+    /// Deletes the reply queue and closes the connection, each bounded by
+    /// [`CLOSE_TIMEOUT`]: a reply queue left behind expires by itself.
     pub async fn close(self) -> Result<(), RuntimeError> {
-        self.consume_channel
-            .queue_delete(
-                self.reply_queue.as_str().into(),
-                QueueDeleteOptions::default(),
-            )
-            .await?;
-        let _ = self.consume_channel.close(200, "done".into()).await;
-        let _ = self.publisher.channel().close(200, "done".into()).await;
-        self.connection.close(200, "done".into()).await?;
+        let delete = self.consume_channel.queue_delete(
+            self.reply_queue.as_str().into(),
+            QueueDeleteOptions::default(),
+        );
+        let deleted = tokio::time::timeout(CLOSE_TIMEOUT, delete).await;
+        close_connection(&self.connection, "done").await;
+        if let Ok(result) = deleted {
+            result?;
+        }
         Ok(())
     }
 }

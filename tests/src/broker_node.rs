@@ -379,7 +379,7 @@ impl PrivateNode {
         .await;
         match connected {
             Ok(Ok(connection)) => {
-                let _ = connection.close(200, "probe".into()).await;
+                crate::close_connection(&connection, "probe").await;
             }
             _ => return false,
         }
@@ -964,7 +964,7 @@ impl NodeClient {
             Err(error) => panic!("cannot inspect queue {queue}: {error}"),
         };
         if state.is_some() {
-            let _ = channel.close(200, "done".into()).await;
+            crate::close_channel(&channel, "done").await;
         }
         state
     }
@@ -1100,7 +1100,7 @@ impl NodeClient {
             .unwrap_or_else(|error| {
                 panic!("cannot bind reply queue {name} to {REPLIES_EXCHANGE}: {error}")
             });
-        let _ = channel.close(200, "done".into()).await;
+        crate::close_channel(&channel, "done").await;
         name
     }
 
@@ -1137,7 +1137,7 @@ impl NodeClient {
             .basic_get(queue.into(), BasicGetOptions { no_ack: true })
             .await
             .unwrap_or_else(|error| panic!("cannot get from queue {queue}: {error}"));
-        let _ = channel.close(200, "done".into()).await;
+        crate::close_channel(&channel, "done").await;
         message.map(|message| message.delivery.data)
     }
 
@@ -1159,7 +1159,7 @@ impl NodeClient {
 
     /// Closes the connection (best effort).
     pub async fn close(&self) {
-        let _ = self.connection.close(200, "done".into()).await;
+        crate::close_connection(&self.connection, "done").await;
     }
 }
 

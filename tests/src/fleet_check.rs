@@ -283,7 +283,7 @@ impl ReplyCollector {
         declare_reply_queue(&connection, &name)
             .await
             .unwrap_or_else(|error| panic!("cannot declare reply queue {name}: {error}"));
-        let _ = connection.close(200, "declared".into()).await;
+        crate::close_connection(&connection, "declared").await;
         let collected = Arc::new(Mutex::new(Collected::default()));
         let task = tokio::spawn(collect_forever(url, name.clone(), Arc::clone(&collected)));
         ReplyCollector {
@@ -478,7 +478,7 @@ pub async fn read_totals(vhost: &Vhost, keys: &[String], timeout: Duration) -> V
     broker
         .publish_all(requests.into_iter().map(|request| request.message))
         .await;
-    let _ = broker.connection().close(200, "done".into()).await;
+    crate::close_connection(broker.connection(), "done").await;
     replies
         .wait_answered(&correlation_ids, correlation_ids.len(), timeout)
         .await;

@@ -65,6 +65,21 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a `warren` CLI run may take before the harness gives up on it.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long closing a test's connection or channel may take: lapin's close can wait
+/// forever for a close-ok (seen in CI: a test stuck for minutes on a connection the
+/// broker had already closed), and the broker cleans up after a dropped socket anyway.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Closes `connection`, best effort: bounded by [`CLOSE_TIMEOUT`], errors ignored.
+pub async fn close_connection(connection: &Connection, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await;
+}
+
+/// Closes `channel`, best effort: bounded by [`CLOSE_TIMEOUT`], errors ignored.
+pub async fn close_channel(channel: &Channel, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, reason.into())).await;
+}
+
 /// The default deadline for a message the test expects to arrive.
 pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -421,7 +436,7 @@ impl Worker {
             );
         }
         // Closing is a courtesy; the vhost's deletion would close it anyway.
-        let _ = connection.close(200, "ready".into()).await;
+        close_connection(&connection, "ready").await;
     }
 
     /// Sends SIGTERM: the worker should stop consuming, finish what is in flight and exit 0.

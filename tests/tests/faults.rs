@@ -112,7 +112,7 @@ async fn publish(vhost: &Vhost, requests: impl IntoIterator<Item = Request>) {
     broker
         .publish_all(requests.into_iter().map(|request| request.message))
         .await;
-    let _ = broker.connection().close(200, "published".into()).await;
+    warren_e2e::close_connection(broker.connection(), "published").await;
 }
 
 /// Waits until `count` requests are answered, and says how many are answered when it
@@ -480,7 +480,7 @@ async fn cut_and_blackholed_proxy_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = broker.connection().close(200, "done".into()).await;
+    warren_e2e::close_connection(broker.connection(), "done").await;
     proxy.restore();
     worker.wait_ready(3, RECOVERY_TIMEOUT).await;
 
