@@ -64,12 +64,62 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("warren: {error:#}");
+            eprintln!("warren: {}", describe(&error));
             ExitCode::from(2)
         }
     }
 }
 
+/// The error and its causes, joined by ": ", leaving out a cause whose text the message
+/// before already contains (lapin's errors repeat their source in their own text).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
 fn load_settings(overrides: &Overrides) -> anyhow::Result<Settings> {
     Ok(Settings::load(overrides)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    /// An error whose text repeats its source's, as lapin's do.
+    #[derive(Debug)]
+    struct Repeating(std::io::Error);
+
+    impl std::fmt::Display for Repeating {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "protocol error: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Repeating {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn describe_leaves_out_causes_already_said() {
+        let error = anyhow::Error::new(Repeating(std::io::Error::other("vhost x not found")))
+            .context("cannot connect to the broker");
+        assert_eq!(
+            describe(&error),
+            "cannot connect to the broker: protocol error: vhost x not found"
+        );
+        let plain = anyhow::anyhow!("no such file").context("cannot read data.json");
+        assert_eq!(describe(&plain), "cannot read data.json: no such file");
+    }
 }
