@@ -41,6 +41,21 @@ pub async fn connect(
     Ok(Connection::connect_uri(uri, properties).await?)
 }
 
+/// How long setting up a session may take, from the TCP connect to the consumer's
+/// consume-ok. lapin's RPCs have no deadline of their own; a session whose set-up hangs
+/// would otherwise sit there, consuming nothing, with no error to recover from.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a session's set-up, failing with [`RuntimeError::SetupTimeout`] after
+/// [`SETUP_TIMEOUT`].
+pub(crate) async fn within_setup_timeout<T>(
+    setup: impl Future<Output = Result<T, RuntimeError>>,
+) -> Result<T, RuntimeError> {
+    tokio::time::timeout(SETUP_TIMEOUT, setup)
+        .await
+        .map_err(|_elapsed| RuntimeError::SetupTimeout(SETUP_TIMEOUT))?
+}
+
 /// How long closing a connection or a channel may take. lapin's close waits for the
 /// broker's close-ok, which may never come (seen after the broker had already dropped the
 /// connection; a blocked connection is not read either); the broker cleans up after a

@@ -21,7 +21,9 @@ use tracing::Instrument;
 use warren_messages::{Attributes, DecodeError, Envelope, Fault, Limits, Payload, fault_code};
 
 use crate::config::Settings;
-use crate::connection::{CLOSE_TIMEOUT, close_channel, close_connection, connect};
+use crate::connection::{
+    CLOSE_TIMEOUT, close_channel, close_connection, connect, within_setup_timeout,
+};
 use crate::delivery::{attributes_from_properties, decode_delivery, header_count};
 use crate::error::RuntimeError;
 use crate::handler::{Handler, HandlerError, Incoming, Manifest, Route};
@@ -96,7 +98,8 @@ pub(crate) async fn run_session<H: Handler>(
     shutdown: &CancellationToken,
 ) -> Result<(), RuntimeError> {
     let name = core.manifest.name;
-    let connection = connect(&core.settings.amqp, &format!("warren-{name}")).await?;
+    let connection =
+        within_setup_timeout(connect(&core.settings.amqp, &format!("warren-{name}"))).await?;
     let result = consume(core, shutdown, &connection).await;
     if result.is_err() {
         // The broker requeues whatever is unacked.
@@ -131,11 +134,20 @@ async fn looks_stalled(channel: &lapin::Channel, queue: &str) -> Result<bool, Ru
     Ok(state.message_count() > 0 || state.consumer_count() == 0)
 }
 
-async fn consume<H: Handler>(
+/// What a session consumes and publishes with.
+struct SessionSetUp {
+    publisher: Publisher,
+    consume_channel: lapin::Channel,
+    consumer: lapin::Consumer,
+    queue: String,
+    consumer_tag: String,
+}
+
+/// Opens the channels, declares the topology and starts consuming.
+async fn set_up<H: Handler>(
     core: &WorkerCore<H>,
-    shutdown: &CancellationToken,
     connection: &lapin::Connection,
-) -> Result<(), RuntimeError> {
+) -> Result<SessionSetUp, RuntimeError> {
     let name = core.manifest.name;
     let publisher = Publisher::open(connection, core.settings.amqp.confirm_timeout()).await?;
     declare_exchanges(publisher.channel()).await?;
@@ -157,7 +169,7 @@ async fn consume<H: Handler>(
         std::process::id(),
         uuid::Uuid::new_v4()
     );
-    let mut consumer = consume_channel
+    let consumer = consume_channel
         .basic_consume(
             queue.as_str().into(),
             consumer_tag.as_str().into(),
@@ -165,6 +177,27 @@ async fn consume<H: Handler>(
             FieldTable::default(),
         )
         .await?;
+    Ok(SessionSetUp {
+        publisher,
+        consume_channel,
+        consumer,
+        queue,
+        consumer_tag,
+    })
+}
+
+async fn consume<H: Handler>(
+    core: &WorkerCore<H>,
+    shutdown: &CancellationToken,
+    connection: &lapin::Connection,
+) -> Result<(), RuntimeError> {
+    let SessionSetUp {
+        publisher,
+        consume_channel,
+        mut consumer,
+        queue,
+        consumer_tag,
+    } = within_setup_timeout(set_up(core, connection)).await?;
     tracing::info!(
         queue = %queue,
         prefetch = core.settings.worker.prefetch,

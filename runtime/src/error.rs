@@ -33,6 +33,9 @@ pub enum RuntimeError {
          memory or disk alarm?)"
     )]
     ConfirmTimeout(std::time::Duration),
+    /// Connecting, declaring the topology or starting to consume took longer than this.
+    #[error("the broker did not finish setting up the session within {0:?}")]
+    SetupTimeout(std::time::Duration),
     /// A delivery could not be acknowledged because its channel is gone.
     #[error("the channel of a delivery closed before it could be acknowledged")]
     ChannelGone,

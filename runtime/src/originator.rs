@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use warren_messages::{DecodeError, Envelope, Limits};
 
 use crate::config::Settings;
-use crate::connection::{CLOSE_TIMEOUT, close_connection, connect};
+use crate::connection::{CLOSE_TIMEOUT, close_connection, connect, within_setup_timeout};
 use crate::delivery::decode_delivery;
 use crate::error::RuntimeError;
 use crate::publisher::{PendingConfirm, Publisher};
@@ -71,6 +71,21 @@ impl Originator {
     }
 
     async fn open(
+        settings: &Settings,
+        connection_name: &str,
+        prefetch: u16,
+        reply_queue: String,
+    ) -> Result<Self, RuntimeError> {
+        within_setup_timeout(Self::set_up(
+            settings,
+            connection_name,
+            prefetch,
+            reply_queue,
+        ))
+        .await
+    }
+
+    async fn set_up(
         settings: &Settings,
         connection_name: &str,
         prefetch: u16,
