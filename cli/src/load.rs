@@ -28,7 +28,6 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jiff::{SignedDuration, Timestamp};
 use lapin::BasicProperties;
-use lapin::options::BasicAckOptions;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
@@ -692,15 +691,13 @@ impl Run {
         }
     }
 
-    /// Acks every outcome delivered so far.
-    async fn flush_acks(&mut self) -> Result<(), RuntimeError> {
+    /// Acks every outcome delivered so far, bounded by `limit`.
+    async fn flush_acks(&mut self, limit: Duration) -> Result<(), RuntimeError> {
         self.unacked_count = 0;
-        if let Some(acker) = self.unacked.take()
-            && !acker.ack(BasicAckOptions { multiple: true }).await?
-        {
-            return Err(RuntimeError::ChannelGone);
+        match self.unacked.take() {
+            Some(acker) => warren_runtime::ack_within(&acker, true, limit).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Forgets the acks of a dead channel: its unacked outcomes come again, and count as
@@ -810,7 +807,7 @@ pub async fn run(settings: &Settings, args: LoadArgs) -> anyhow::Result<ExitCode
                 Ok(delivery) => {
                     run.record_delivery(delivery, Instant::now());
                     if run.unacked_count >= ACK_BATCH {
-                        run.flush_acks().await.map_or_else(Step::Failed, |()| Step::Continue)
+                        run.flush_acks(settings.amqp.confirm_timeout()).await.map_or_else(Step::Failed, |()| Step::Continue)
                     } else {
                         Step::Continue
                     }
@@ -852,7 +849,7 @@ pub async fn run(settings: &Settings, args: LoadArgs) -> anyhow::Result<ExitCode
                     ));
                 }
                 if run.unacked_count > 0 {
-                    run.flush_acks().await.map_or_else(Step::Failed, |()| Step::Continue)
+                    run.flush_acks(settings.amqp.confirm_timeout()).await.map_or_else(Step::Failed, |()| Step::Continue)
                 } else {
                     Step::Continue
                 }
@@ -888,7 +885,7 @@ pub async fn run(settings: &Settings, args: LoadArgs) -> anyhow::Result<ExitCode
     }
     let ended = Instant::now();
     progress.finish_and_clear();
-    if let Err(error) = run.flush_acks().await {
+    if let Err(error) = run.flush_acks(settings.amqp.confirm_timeout()).await {
         eprintln!("warren: could not ack the last outcomes ({error})");
     }
     if let Err(error) = originator.close().await {

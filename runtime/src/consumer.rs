@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use jiff::Timestamp;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,7 @@ use crate::config::Settings;
 use crate::connection::{
     CLOSE_TIMEOUT, close_channel, close_connection, connect, within_setup_timeout,
 };
-use crate::delivery::{attributes_from_properties, decode_delivery, header_count};
+use crate::delivery::{ack_within, attributes_from_properties, decode_delivery, header_count};
 use crate::error::RuntimeError;
 use crate::handler::{Handler, HandlerError, Incoming, Manifest, Route};
 use crate::publisher::{Delivered, PendingConfirm, Publisher, truncate};
@@ -615,11 +615,12 @@ impl<H: Handler> Session<'_, H> {
     /// Acks `delivery`, bounded by the confirm timeout: an ack that cannot be written
     /// (the broker stopped reading) fails the session instead of hanging it.
     async fn ack(&self, delivery: &Delivery) -> Result<(), RuntimeError> {
-        let timeout = self.core.settings.amqp.confirm_timeout();
-        let sent = tokio::time::timeout(timeout, delivery.acker.ack(BasicAckOptions::default()))
-            .await
-            .map_err(|_elapsed| RuntimeError::ConfirmTimeout(timeout))??;
-        acknowledged(sent)
+        ack_within(
+            &delivery.acker,
+            false,
+            self.core.settings.amqp.confirm_timeout(),
+        )
+        .await
     }
 
     /// Where outcomes for this message go: its `replyto` when it names a reply queue.
@@ -677,14 +678,6 @@ fn retries_so_far(headers: Option<&FieldTable>, retry_queue_prefix: &str) -> u32
 }
 
 /// `Ok` when the ack or nack went out; an error when the delivery's channel was gone.
-fn acknowledged(sent: bool) -> Result<(), RuntimeError> {
-    if sent {
-        Ok(())
-    } else {
-        Err(RuntimeError::ChannelGone)
-    }
-}
-
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {
         format!("the handler panicked: {text}")

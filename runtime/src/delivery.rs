@@ -1,12 +1,18 @@
 //! Reading what the broker delivered: envelope mode, headers, broker-written counts.
 
+use std::time::Duration;
+
+use lapin::Acker;
 use lapin::BasicProperties;
+use lapin::options::BasicAckOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::value::RawValue;
 use warren_messages::{
     Attributes, DecodeError, Envelope, Limits, STRUCTURED_CONTENT_TYPE, decode_binary,
     decode_structured,
 };
+
+use crate::error::RuntimeError;
 
 /// Decodes a delivery's body in structured mode, or in binary mode when it carries
 /// CloudEvents `ce-` headers and is not labelled structured.
@@ -90,6 +96,26 @@ pub(crate) fn attributes_from_properties(properties: &BasicProperties) -> Attrib
         replyto: text(properties.reply_to()),
         traceparent: header_str(properties, "traceparent").map(str::to_owned),
         ..Attributes::default()
+    }
+}
+
+/// Acks through `acker` (every delivery up to it when `multiple`), bounded by `limit`:
+/// lapin's ack may never resolve once the broker has dropped the connection, so an ack
+/// not written in time fails with [`RuntimeError::ConfirmTimeout`] instead of hanging
+/// its caller. An acker of a dead channel fails with [`RuntimeError::ChannelGone`].
+pub async fn ack_within(
+    acker: &Acker,
+    multiple: bool,
+    limit: Duration,
+) -> Result<(), RuntimeError> {
+    let ack = acker.ack(BasicAckOptions { multiple });
+    let sent = tokio::time::timeout(limit, ack)
+        .await
+        .map_err(|_elapsed| RuntimeError::ConfirmTimeout(limit))??;
+    if sent {
+        Ok(())
+    } else {
+        Err(RuntimeError::ChannelGone)
     }
 }
 

@@ -26,6 +26,7 @@ pub mod topology;
 pub use config::{ConfigError, Overrides, Settings};
 pub use connection::{CLOSE_TIMEOUT, close_channel, close_connection, connect, reconnect_delays};
 pub use consumer::dead_letter_header;
+pub use delivery::ack_within;
 pub use error::RuntimeError;
 pub use handler::{Handler, HandlerError, Incoming, Manifest, Outputs};
 pub use originator::{Originator, Outcome};

@@ -3,7 +3,7 @@
 //! The CLI and load tester use this; so can any Rust service that starts work.
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 use serde::Serialize;
@@ -12,7 +12,7 @@ use warren_messages::{DecodeError, Envelope, Limits};
 
 use crate::config::Settings;
 use crate::connection::{CLOSE_TIMEOUT, close_connection, connect, within_setup_timeout};
-use crate::delivery::decode_delivery;
+use crate::delivery::{ack_within, decode_delivery};
 use crate::error::RuntimeError;
 use crate::publisher::{PendingConfirm, Publisher};
 use crate::topology::{declare_exchanges, declare_reply_queue, new_reply_queue_name};
@@ -163,9 +163,7 @@ impl Originator {
                 attributes: envelope.attributes,
                 data: envelope.data.to_owned(),
             });
-        if !delivery.acker.ack(BasicAckOptions::default()).await? {
-            return Err(RuntimeError::ChannelGone);
-        }
+        ack_within(&delivery.acker, false, self.publisher.confirm_timeout()).await?;
         Ok(Outcome {
             body: delivery.data,
             envelope,

@@ -88,6 +88,11 @@ impl Publisher {
         })
     }
 
+    /// How long a publish waits for its confirm (`amqp.confirm_timeout_ms`).
+    pub fn confirm_timeout(&self) -> Duration {
+        self.confirm_timeout
+    }
+
     /// The underlying channel, e.g. to declare topology on it.
     pub fn channel(&self) -> &Channel {
         &self.channel

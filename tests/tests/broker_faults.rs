@@ -201,9 +201,21 @@ async fn wait_for_ledger(
     }
 }
 
+/// How long one broker operation of the reply reader (consume, ack, passive declare)
+/// may take before it starts over on a new connection: lapin's futures may never
+/// resolve once the broker has dropped the connection (seen in CI: an ack pending when
+/// the node stopped hung the reader for good while the worker's replies piled up).
+const READER_STEP: Duration = Duration::from_secs(5);
+
+/// `operation`'s output, or `None` when it took longer than `limit`.
+async fn within<T>(limit: Duration, operation: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(limit, operation).await.ok()
+}
+
 /// The originator's reader of outcomes: consumes `reply_queue` with manual acks, records
 /// each outcome in `ledger` before acking it, and connects again whenever the connection
-/// is lost. Once `stop` is set it reads until the queue is empty, then ends.
+/// is lost or an operation takes longer than [`READER_STEP`]. Once `stop` is set it reads
+/// until the queue is empty, then ends. Returns how many connections it made.
 fn spawn_reply_reader(
     amqp_url: String,
     reply_queue: String,
@@ -215,10 +227,14 @@ fn spawn_reply_reader(
         'connection: loop {
             let client = NodeClient::connect_within(&amqp_url, Duration::from_secs(90)).await;
             connections += 1;
-            let mut consumer = match client.consume(&reply_queue, 500).await {
-                Ok(consumer) => consumer,
-                Err(error) => {
+            let mut consumer = match within(READER_STEP, client.consume(&reply_queue, 500)).await {
+                Some(Ok(consumer)) => consumer,
+                Some(Err(error)) => {
                     eprintln!("reply reader: cannot consume {reply_queue}: {error}");
+                    continue 'connection;
+                }
+                None => {
+                    eprintln!("reply reader: no consume-ok within {READER_STEP:?}; reconnecting");
                     continue 'connection;
                 }
             };
@@ -228,9 +244,21 @@ fn spawn_reply_reader(
                     Ok(Some(Ok(delivery))) => {
                         idle_since = Instant::now();
                         lock(&ledger).record(parse_envelope(&delivery.data));
-                        if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-                            eprintln!("reply reader: ack failed ({error}); reconnecting");
-                            continue 'connection;
+                        match within(READER_STEP, delivery.acker.ack(BasicAckOptions::default()))
+                            .await
+                        {
+                            Some(Ok(_acked)) => {}
+                            Some(Err(error)) => {
+                                eprintln!("reply reader: ack failed ({error}); reconnecting");
+                                continue 'connection;
+                            }
+                            None => {
+                                eprintln!(
+                                    "reply reader: ack not sent within {READER_STEP:?}; \
+                                     reconnecting"
+                                );
+                                continue 'connection;
+                            }
                         }
                     }
                     Ok(Some(Err(error))) => {
@@ -247,17 +275,19 @@ fn spawn_reply_reader(
                         if !client.is_connected() {
                             continue 'connection;
                         }
-                        let ready = client
-                            .queue_state(&reply_queue)
-                            .await
-                            .map_or(0, |state| state.messages);
-                        if ready == 0 {
+                        let Some(state) =
+                            within(READER_STEP, client.queue_state(&reply_queue)).await
+                        else {
+                            continue 'connection;
+                        };
+                        if state.map_or(0, |state| state.messages) == 0 {
                             match tokio::time::timeout(Duration::from_millis(100), consumer.next())
                                 .await
                             {
                                 Ok(Some(Ok(delivery))) => {
                                     lock(&ledger).record(parse_envelope(&delivery.data));
-                                    let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                                    let ack = delivery.acker.ack(BasicAckOptions::default());
+                                    let _ = within(READER_STEP, ack).await;
                                 }
                                 _ => {
                                     client.close().await;
@@ -270,17 +300,16 @@ fn spawn_reply_reader(
                     // consume registered while the node was still recovering). Start over.
                     Err(_) if idle_since.elapsed() > READER_STALL => {
                         idle_since = Instant::now();
-                        let waiting = client
-                            .queue_state(&reply_queue)
+                        let waiting = within(READER_STEP, client.queue_state(&reply_queue))
                             .await
+                            .flatten()
                             .map_or(0, |state| state.messages);
                         if waiting > 0 {
                             eprintln!(
                                 "reply reader: {waiting} replies waiting but none delivered; \
                                  reconnecting"
                             );
-                            let _ =
-                                tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+                            client.close().await;
                             continue 'connection;
                         }
                     }
