@@ -277,9 +277,12 @@ impl ReplyCollector {
         let url = vhost.amqp_url().to_owned();
         // Declared before returning, so that outcomes of requests sent right after are
         // routed, whenever the consumer gets going.
-        let connection = Connection::connect(&url, ConnectionProperties::default())
-            .await
-            .unwrap_or_else(|error| panic!("cannot connect to {url}: {error}"));
+        let connection = crate::answered(
+            "connect",
+            Connection::connect(&url, ConnectionProperties::default()),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("cannot connect to {url}: {error}"));
         declare_reply_queue(&connection, &name)
             .await
             .unwrap_or_else(|error| panic!("cannot declare reply queue {name}: {error}"));
@@ -392,10 +395,27 @@ async fn collect_forever(url: String, name: String, collected: Arc<Mutex<Collect
     loop {
         let ended = match collect_session(&url, &name, &collected).await {
             Ok(()) => "the consumer ended".to_owned(),
-            Err(error) => error.to_string(),
+            Err(error) => error,
         };
         lock(&collected).last_error = Some(ended);
         tokio::time::sleep(RECONNECT_DELAY).await;
+    }
+}
+
+/// How long one broker operation of the collector may take before it starts over on a
+/// new connection: lapin's futures may never resolve once the broker has dropped the
+/// connection (an ack pending at that moment hung a reader for good).
+const COLLECTOR_STEP: Duration = Duration::from_secs(5);
+
+/// `operation`'s output, or what went wrong with it (`what` says which it was).
+async fn step<T>(
+    what: &str,
+    operation: impl std::future::Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(COLLECTOR_STEP, operation).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(format!("{what}: {error}")),
+        Err(_) => Err(format!("{what}: no answer within {COLLECTOR_STEP:?}")),
     }
 }
 
@@ -404,26 +424,31 @@ async fn collect_session(
     url: &str,
     name: &str,
     collected: &Mutex<Collected>,
-) -> Result<(), lapin::Error> {
-    let connection = Connection::connect(
-        url,
-        ConnectionProperties::default().with_connection_name("warren-e2e-originator".into()),
+) -> Result<(), String> {
+    let properties =
+        ConnectionProperties::default().with_connection_name("warren-e2e-originator".into());
+    let connection = step("connect", Connection::connect(url, properties)).await?;
+    step(
+        "declare the reply queue",
+        declare_reply_queue(&connection, name),
     )
     .await?;
-    declare_reply_queue(&connection, name).await?;
-    let channel = connection.create_channel().await?;
-    channel.basic_qos(1000, BasicQosOptions::default()).await?;
-    let mut consumer = channel
-        .basic_consume(
-            name.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let channel = step("open a channel", connection.create_channel()).await?;
+    step(
+        "set the prefetch",
+        channel.basic_qos(1000, BasicQosOptions::default()),
+    )
+    .await?;
+    let consume = channel.basic_consume(
+        name.into(),
+        "".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    );
+    let mut consumer = step("consume", consume).await?;
     lock(collected).sessions += 1;
     while let Some(delivery) = consumer.next().await {
-        let delivery = delivery?;
+        let delivery = delivery.map_err(|error| format!("consumer: {error}"))?;
         {
             let outcome = outcome_of(&delivery.data);
             let mut collected = lock(collected);
@@ -434,7 +459,7 @@ async fn collect_session(
         }
         // Recorded first: if this ack is lost with the connection, the outcome comes
         // again and counts as a duplicate, never as missing.
-        if !delivery.acker.ack(BasicAckOptions::default()).await? {
+        if !step("ack", delivery.acker.ack(BasicAckOptions::default())).await? {
             return Ok(());
         }
     }

@@ -70,6 +70,24 @@ pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 /// broker had already closed), and the broker cleans up after a dropped socket anyway.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a test waits for the broker to answer one operation (a connect, a passive
+/// declare) before it fails: lapin's futures have no deadline of their own, and a test
+/// that fails says more than one that hangs until CI gives up.
+pub const BROKER_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `operation`'s output.
+///
+/// # Panics
+/// When the broker does not answer within [`BROKER_ANSWER_TIMEOUT`]; `what` says what was
+/// asked.
+pub async fn answered<T>(what: &str, operation: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(BROKER_ANSWER_TIMEOUT, operation)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("{what}: no answer from the broker within {BROKER_ANSWER_TIMEOUT:?}")
+        })
+}
+
 /// Closes `connection`, best effort: bounded by [`CLOSE_TIMEOUT`], errors ignored.
 pub async fn close_connection(connection: &Connection, reason: &str) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await;
@@ -410,7 +428,8 @@ impl Worker {
     /// # Panics
     /// When the worker exits first, or is not ready within [`READY_TIMEOUT`].
     pub async fn wait_ready(&mut self) {
-        let connection = Connection::connect(&self.amqp_url, ConnectionProperties::default())
+        let connect = Connection::connect(&self.amqp_url, ConnectionProperties::default());
+        let connection = answered("connect", connect)
             .await
             .unwrap_or_else(|error| panic!("cannot connect to {}: {error}", self.amqp_url));
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -496,6 +515,14 @@ pub struct QueueState {
 /// A passive declare of a missing queue closes its channel, so each call uses a channel of
 /// its own.
 async fn queue_state(connection: &Connection, queue: &str) -> Option<QueueState> {
+    answered(
+        &format!("inspect queue {queue}"),
+        unbounded_queue_state(connection, queue),
+    )
+    .await
+}
+
+async fn unbounded_queue_state(connection: &Connection, queue: &str) -> Option<QueueState> {
     let channel = connection
         .create_channel()
         .await
@@ -704,7 +731,8 @@ impl Broker {
     /// # Panics
     /// When the broker cannot be reached.
     pub async fn connect(vhost: &Vhost) -> Broker {
-        let connection = Connection::connect(vhost.amqp_url(), ConnectionProperties::default())
+        let connect = Connection::connect(vhost.amqp_url(), ConnectionProperties::default());
+        let connection = answered("connect", connect)
             .await
             .unwrap_or_else(|error| panic!("cannot connect to {}: {error}", vhost.amqp_url()));
         let publisher = connection

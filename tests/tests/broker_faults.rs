@@ -446,6 +446,17 @@ async fn declare_then_connect(
     (client, reply_queue)
 }
 
+/// Asserts that every request was acked and none was dead-lettered.
+async fn assert_echo_queues_empty(client: &NodeClient) {
+    let work = client
+        .queue_state(ECHO_QUEUE)
+        .await
+        .expect("the work queue exists");
+    assert_eq!(work.messages, 0, "every request was acked");
+    let dlq = client.queue_state(ECHO_DLQ).await.expect("the DLQ exists");
+    assert_eq!(dlq.messages, 0, "no request was dead-lettered");
+}
+
 /// The common settings of an echo worker in these tests.
 fn echo_environment<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut environment = vec![
@@ -612,13 +623,7 @@ async fn broker_restart_mid_stream_loses_nothing() {
         "the originator reconnected after the restart"
     );
     let client = NodeClient::connect_within(&amqp_url, Duration::from_secs(10)).await;
-    let work = client
-        .queue_state(ECHO_QUEUE)
-        .await
-        .expect("the work queue exists");
-    assert_eq!(work.messages, 0, "every request was acked");
-    let dlq = client.queue_state(ECHO_DLQ).await.expect("the DLQ exists");
-    assert_eq!(dlq.messages, 0, "no request was dead-lettered");
+    assert_echo_queues_empty(&client).await;
     client.close().await;
 }
 
@@ -795,13 +800,7 @@ async fn memory_alarm_blocks_publishers_then_resumes() {
         &ledger.unexpected[..ledger.unexpected.len().min(5)]
     );
     assert!(stream.blocked_events >= 1, "{stream:?}");
-    let work = client
-        .queue_state(ECHO_QUEUE)
-        .await
-        .expect("the work queue exists");
-    assert_eq!(work.messages, 0, "every request was acked");
-    let dlq = client.queue_state(ECHO_DLQ).await.expect("the DLQ exists");
-    assert_eq!(dlq.messages, 0, "no request was dead-lettered");
+    assert_echo_queues_empty(&client).await;
     client.close().await;
 }
 
