@@ -112,10 +112,8 @@ pub(crate) async fn run_session<H: Handler>(
 const STALL_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// Consecutive checks that found this idle session's consumer stalled: messages ready
 /// in the work queue while it, with room for more, received nothing, or the broker
-/// counting no consumer on the queue it consumes from. Seen after a broker restart: the
-/// consume succeeded while the quorum queue was still recovering, and nothing is ever
-/// delivered (a quorum queue without a serving leader reports 0 messages and 0
-/// consumers). The session is then rebuilt.
+/// counting no consumer on the queue it consumes from (what a quorum queue without a
+/// serving leader reports: 0 messages and 0 consumers). The session is then rebuilt.
 const STALL_CHECKS: u32 = 2;
 
 /// Whether `queue`, by a passive declare, looks stalled to a session consuming from it
