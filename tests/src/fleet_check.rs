@@ -402,20 +402,16 @@ async fn collect_forever(url: String, name: String, collected: Arc<Mutex<Collect
     }
 }
 
-/// How long one broker operation of the collector may take before it starts over on a
-/// new connection: lapin's futures may never resolve once the broker has dropped the
-/// connection (an ack pending at that moment hung a reader for good).
-const COLLECTOR_STEP: Duration = Duration::from_secs(5);
-
-/// `operation`'s output, or what went wrong with it (`what` says which it was).
+/// `operation`'s output, or what went wrong with it (`what` says which it was), given
+/// [`crate::READER_STEP`] to answer.
 async fn step<T>(
     what: &str,
     operation: impl std::future::Future<Output = Result<T, lapin::Error>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(COLLECTOR_STEP, operation).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(format!("{what}: {error}")),
-        Err(_) => Err(format!("{what}: no answer within {COLLECTOR_STEP:?}")),
+    match crate::within_step(operation).await {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(error)) => Err(format!("{what}: {error}")),
+        None => Err(format!("{what}: no answer within {:?}", crate::READER_STEP)),
     }
 }
 

@@ -88,6 +88,17 @@ pub async fn answered<T>(what: &str, operation: impl std::future::Future<Output 
         })
 }
 
+/// How long one broker operation (consume, ack, passive declare) of a test's reader of
+/// outcomes may take before the reader starts over on a new connection: lapin's futures
+/// may never resolve once the broker has dropped the connection (seen in CI: an ack
+/// pending when a node stopped hung a reader for good while the replies piled up).
+pub const READER_STEP: Duration = Duration::from_secs(5);
+
+/// `operation`'s output, or `None` when it took longer than [`READER_STEP`].
+pub async fn within_step<T>(operation: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(READER_STEP, operation).await.ok()
+}
+
 /// Closes `connection`, best effort: bounded by [`CLOSE_TIMEOUT`], errors ignored.
 pub async fn close_connection(connection: &Connection, reason: &str) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await;

@@ -20,7 +20,10 @@ use tokio::time::Instant;
 use warren_e2e::broker_node::{
     NodeClient, NodeOptions, NodeWorker, PrivateNode, READY_LOG, SESSION_LOST_LOG,
 };
-use warren_e2e::{ECHO_DLQ, ECHO_QUEUE, OutgoingMessage, Request, attribute, parse_envelope};
+use warren_e2e::{
+    ECHO_DLQ, ECHO_QUEUE, OutgoingMessage, READER_STEP, Request, attribute, parse_envelope,
+    within_step,
+};
 
 const ECHO: &str = "dev.warren.echo.v1";
 const ECHO_REPLIED: &str = "dev.warren.echo.replied.v1";
@@ -201,17 +204,6 @@ async fn wait_for_ledger(
     }
 }
 
-/// How long one broker operation of the reply reader (consume, ack, passive declare)
-/// may take before it starts over on a new connection: lapin's futures may never
-/// resolve once the broker has dropped the connection (seen in CI: an ack pending when
-/// the node stopped hung the reader for good while the worker's replies piled up).
-const READER_STEP: Duration = Duration::from_secs(5);
-
-/// `operation`'s output, or `None` when it took longer than `limit`.
-async fn within<T>(limit: Duration, operation: impl std::future::Future<Output = T>) -> Option<T> {
-    tokio::time::timeout(limit, operation).await.ok()
-}
-
 /// The originator's reader of outcomes: consumes `reply_queue` with manual acks, records
 /// each outcome in `ledger` before acking it, and connects again whenever the connection
 /// is lost or an operation takes longer than [`READER_STEP`]. Once `stop` is set it reads
@@ -227,7 +219,7 @@ fn spawn_reply_reader(
         'connection: loop {
             let client = NodeClient::connect_within(&amqp_url, Duration::from_secs(90)).await;
             connections += 1;
-            let mut consumer = match within(READER_STEP, client.consume(&reply_queue, 500)).await {
+            let mut consumer = match within_step(client.consume(&reply_queue, 500)).await {
                 Some(Ok(consumer)) => consumer,
                 Some(Err(error)) => {
                     eprintln!("reply reader: cannot consume {reply_queue}: {error}");
@@ -244,9 +236,7 @@ fn spawn_reply_reader(
                     Ok(Some(Ok(delivery))) => {
                         idle_since = Instant::now();
                         lock(&ledger).record(parse_envelope(&delivery.data));
-                        match within(READER_STEP, delivery.acker.ack(BasicAckOptions::default()))
-                            .await
-                        {
+                        match within_step(delivery.acker.ack(BasicAckOptions::default())).await {
                             Some(Ok(_acked)) => {}
                             Some(Err(error)) => {
                                 eprintln!("reply reader: ack failed ({error}); reconnecting");
@@ -275,8 +265,7 @@ fn spawn_reply_reader(
                         if !client.is_connected() {
                             continue 'connection;
                         }
-                        let Some(state) =
-                            within(READER_STEP, client.queue_state(&reply_queue)).await
+                        let Some(state) = within_step(client.queue_state(&reply_queue)).await
                         else {
                             continue 'connection;
                         };
@@ -287,7 +276,7 @@ fn spawn_reply_reader(
                                 Ok(Some(Ok(delivery))) => {
                                     lock(&ledger).record(parse_envelope(&delivery.data));
                                     let ack = delivery.acker.ack(BasicAckOptions::default());
-                                    let _ = within(READER_STEP, ack).await;
+                                    let _ = within_step(ack).await;
                                 }
                                 _ => {
                                     client.close().await;
@@ -300,7 +289,7 @@ fn spawn_reply_reader(
                     // consume registered while the node was still recovering). Start over.
                     Err(_) if idle_since.elapsed() > READER_STALL => {
                         idle_since = Instant::now();
-                        let waiting = within(READER_STEP, client.queue_state(&reply_queue))
+                        let waiting = within_step(client.queue_state(&reply_queue))
                             .await
                             .flatten()
                             .map_or(0, |state| state.messages);
