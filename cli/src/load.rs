@@ -772,9 +772,10 @@ pub async fn run(settings: &Settings, args: LoadArgs) -> anyhow::Result<ExitCode
         ),
         None => None,
     };
-    let mut originator = Originator::connect(settings, "warren-cli load", REPLY_PREFETCH)
-        .await
-        .context("cannot connect to the broker")?;
+    let mut originator =
+        Originator::connect_within(settings, "warren-cli load", REPLY_PREFETCH, args.timeout)
+            .await
+            .context("cannot connect to the broker")?;
     let requests = Requests::new(
         &args.message_type,
         &data,

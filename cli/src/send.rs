@@ -24,6 +24,9 @@ pub struct PublishArgs {
     pub message_type: String,
     /// The data: inline JSON, @file, or - for stdin.
     pub data: String,
+    /// How long connecting to the broker may take, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Arguments of `warren request`.
@@ -93,7 +96,7 @@ async fn routed(confirm: PendingConfirm, message_type: &str) -> anyhow::Result<b
 /// `warren publish`: sends one message without a reply queue and prints its id.
 pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<ExitCode> {
     let data = crate::input::read_data(&args.data)?;
-    let originator = Originator::connect(settings, "warren-cli publish", 1)
+    let originator = Originator::connect_within(settings, "warren-cli publish", 1, args.timeout)
         .await
         .context("cannot connect to the broker")?;
     let envelope = new_envelope(&args.message_type, &data);
@@ -119,9 +122,10 @@ pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<E
 pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<ExitCode> {
     let data = crate::input::read_data(&args.data)?;
     let prefetch = u16::try_from(args.count.min(1000)).unwrap_or(1000);
-    let mut originator = Originator::connect(settings, "warren-cli request", prefetch)
-        .await
-        .context("cannot connect to the broker")?;
+    let mut originator =
+        Originator::connect_within(settings, "warren-cli request", prefetch, args.timeout)
+            .await
+            .context("cannot connect to the broker")?;
     let exchange = exchange_for(&args.message_type);
     let timeout = SignedDuration::try_from(args.timeout).unwrap_or(SignedDuration::MAX);
 
@@ -160,6 +164,7 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
 
     let wait_until = tokio::time::Instant::now() + args.timeout;
     let mut faults = 0usize;
+    let mut answered: HashSet<String> = HashSet::with_capacity(args.count as usize);
     let stdout = std::io::stdout();
     while !pending.is_empty() {
         let outcome = match tokio::time::timeout_at(wait_until, originator.next_outcome()).await {
@@ -171,12 +176,26 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
                 continue;
             }
         };
-        let envelope = match outcome.envelope {
-            Ok(envelope) => envelope,
-            Err(error) => {
-                eprintln!("warren: ignoring an unreadable outcome: {error}");
+        // An outcome that cannot be read is reported as a fault standing in for it,
+        // tied to its request when its correlation id could be read: never dropped.
+        if let Some(fault) = outcome.unreadable_fault(&source()) {
+            let correlation_id = fault.attributes.correlationid.as_deref();
+            // A second copy of an outcome already reported is a redelivery; anything
+            // else, its request's or nobody's, is reported.
+            if correlation_id.is_some_and(|id| answered.contains(id)) {
                 continue;
             }
+            if let Some(id) = correlation_id
+                && pending.remove(id)
+            {
+                answered.insert(id.to_owned());
+            }
+            faults += 1;
+            print_line(&stdout, &fault.to_json_vec()?)?;
+            continue;
+        }
+        let Ok(envelope) = &outcome.envelope else {
+            continue;
         };
         let attributes = &envelope.attributes;
         if attributes.message_type == Progress::TYPE {
@@ -186,13 +205,11 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
         if !pending.remove(attributes.correlation_id()) {
             continue;
         }
+        answered.insert(attributes.correlation_id().to_owned());
         if attributes.message_type == Fault::TYPE {
             faults += 1;
         }
-        let mut out = stdout.lock();
-        out.write_all(&outcome.body)?;
-        out.write_all(b"\n")?;
-        out.flush()?;
+        print_line(&stdout, &outcome.body)?;
     }
     let timed_out = pending.len();
     if let Err(error) = originator.close().await {
@@ -211,6 +228,14 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Writes `line` and a newline to stdout at once, so lines of outcomes never mix.
+fn print_line(stdout: &std::io::Stdout, line: &[u8]) -> std::io::Result<()> {
+    let mut out = stdout.lock();
+    out.write_all(line)?;
+    out.write_all(b"\n")?;
+    out.flush()
 }
 
 /// Publishes every envelope of `window`, then waits for all their confirms. `false`

@@ -38,6 +38,15 @@ impl Default for Limits {
     }
 }
 
+/// The longest value, in bytes, of an attribute that warren mirrors into an AMQP
+/// short-string property or uses as a routing key (`id`, `source`, `type`,
+/// `correlationid`, `causationid`, `replyto`, `datacontenttype`): an AMQP short string
+/// holds at most 255 bytes.
+pub const MAX_SHORT_ATTRIBUTE_BYTES: usize = 255;
+
+/// The longest `subject`, `dataschema`, `traceparent` or `tracestate`, in bytes.
+pub const MAX_LONG_ATTRIBUTE_BYTES: usize = 1024;
+
 /// Why a received message could not be read. All of these are bad input: never
 /// retried, dead-lettered with [`DecodeError::reason_code`] and the text of the error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +92,15 @@ pub enum DecodeError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A property of the transport around the message (an AMQP property or header
+    /// name) is unreadable.
+    #[error("the transport property {name} is invalid: {reason}")]
+    InvalidProperty {
+        /// The property.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Nobody here handles this message type.
     #[error("unknown message type {0:?}")]
     UnknownType(String),
@@ -108,6 +126,7 @@ impl DecodeError {
             DecodeError::UnknownSpecVersion(_) => "unknown_specversion",
             DecodeError::MissingAttribute(_) => "missing_attribute",
             DecodeError::InvalidAttribute { .. } => "invalid_attribute",
+            DecodeError::InvalidProperty { .. } => "invalid_property",
             DecodeError::UnknownType(_) => "unknown_type",
             DecodeError::InvalidData { .. } => "invalid_data",
         }
@@ -185,6 +204,7 @@ pub fn decode_structured<'a>(
         replyto: wire.replyto,
         deadline: timestamp("deadline", wire.deadline.as_deref())?,
     };
+    check_attributes(&attributes)?;
     check_content_type(attributes.datacontenttype.as_deref())?;
     Ok(Envelope {
         attributes,
@@ -192,43 +212,123 @@ pub fn decode_structured<'a>(
     })
 }
 
+/// The value of one AMQP header, as binary-mode decoding sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderValue<'a> {
+    /// A string (an AMQP long or short string that is UTF-8).
+    Text(&'a str),
+    /// Anything else; the text names what it is (`"a long-long-int"`, `"bytes that are
+    /// not UTF-8"`, …).
+    NotText(&'static str),
+}
+
+/// The attributes binary mode reads from `ce-` headers.
+const BINARY_ATTRIBUTES: [&str; 13] = [
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "time",
+    "dataschema",
+    "subject",
+    "correlationid",
+    "causationid",
+    "traceparent",
+    "tracestate",
+    "replyto",
+    "deadline",
+];
+
+/// The `ce-` headers of a binary-mode message, by attribute.
+struct BinaryHeaders<'h> {
+    values: [Option<HeaderValue<'h>>; BINARY_ATTRIBUTES.len()],
+}
+
+impl<'h> BinaryHeaders<'h> {
+    /// Picks the `ce-` headers out of `headers`, matching names without regard to case.
+    /// A header given twice (in two spellings) is an error: which one is meant?
+    fn read(headers: &[(&str, HeaderValue<'h>)]) -> Result<Self, DecodeError> {
+        let mut values = [None; BINARY_ATTRIBUTES.len()];
+        for (key, value) in headers {
+            let Some(name) = key
+                .get(..3)
+                .filter(|prefix| prefix.eq_ignore_ascii_case("ce-"))
+                .map(|_| &key[3..])
+            else {
+                continue;
+            };
+            let Some(index) = BINARY_ATTRIBUTES
+                .iter()
+                .position(|attribute| attribute.eq_ignore_ascii_case(name))
+            else {
+                continue;
+            };
+            if values[index].replace(*value).is_some() {
+                return Err(DecodeError::InvalidAttribute {
+                    name: BINARY_ATTRIBUTES[index],
+                    reason: format!(
+                        "the header ce-{} is given more than once",
+                        BINARY_ATTRIBUTES[index]
+                    ),
+                });
+            }
+        }
+        Ok(Self { values })
+    }
+
+    /// The attribute's text, or an error when its header is not a string.
+    fn text(&self, name: &'static str) -> Result<Option<&'h str>, DecodeError> {
+        let index = BINARY_ATTRIBUTES
+            .iter()
+            .position(|attribute| *attribute == name)
+            .unwrap_or(0);
+        match self.values[index] {
+            None => Ok(None),
+            Some(HeaderValue::Text(text)) => Ok(Some(text)),
+            Some(HeaderValue::NotText(kind)) => Err(DecodeError::InvalidAttribute {
+                name: BINARY_ATTRIBUTES[index],
+                reason: format!("the header ce-{name} is {kind}, not a string"),
+            }),
+        }
+    }
+
+    fn owned(&self, name: &'static str) -> Result<Option<String>, DecodeError> {
+        Ok(self.text(name)?.map(str::to_owned))
+    }
+}
+
 /// Decodes a binary-mode CloudEvent, as the CloudEvents RabbitMQ binding sends it: the
 /// attributes in `ce-`-prefixed headers, `content_type` as `datacontenttype`, and the
-/// body as `data`. Header names are matched without regard to case.
+/// body as `data`. Header names are matched without regard to case; an attribute's
+/// header must be a string.
 pub fn decode_binary<'a>(
-    headers: &[(&str, &str)],
+    headers: &[(&str, HeaderValue<'_>)],
     content_type: Option<&str>,
     body: &'a [u8],
     limits: &Limits,
 ) -> Result<Envelope<&'a RawValue>, DecodeError> {
-    let header = |name: &str| {
-        headers.iter().find_map(|(key, value)| {
-            key.get(..3).filter(|p| p.eq_ignore_ascii_case("ce-"))?;
-            key[3..]
-                .eq_ignore_ascii_case(name)
-                .then(|| (*value).to_owned())
-        })
-    };
-    match header("specversion").as_deref() {
+    let header = BinaryHeaders::read(headers)?;
+    match header.text("specversion")? {
         Some(SPEC_VERSION) => {}
         Some(other) => return Err(DecodeError::UnknownSpecVersion(other.to_owned())),
         None => return Err(DecodeError::MissingAttribute("specversion")),
     }
     let attributes = Attributes {
-        id: required("id", header("id"))?,
-        source: required("source", header("source"))?,
-        message_type: required("type", header("type"))?,
-        time: timestamp("time", header("time").as_deref())?,
+        id: required("id", header.owned("id")?)?,
+        source: required("source", header.owned("source")?)?,
+        message_type: required("type", header.owned("type")?)?,
+        time: timestamp("time", header.text("time")?)?,
         datacontenttype: content_type.map(str::to_owned),
-        dataschema: header("dataschema"),
-        subject: header("subject"),
-        correlationid: header("correlationid"),
-        causationid: header("causationid"),
-        traceparent: header("traceparent"),
-        tracestate: header("tracestate"),
-        replyto: header("replyto"),
-        deadline: timestamp("deadline", header("deadline").as_deref())?,
+        dataschema: header.owned("dataschema")?,
+        subject: header.owned("subject")?,
+        correlationid: header.owned("correlationid")?,
+        causationid: header.owned("causationid")?,
+        traceparent: header.owned("traceparent")?,
+        tracestate: header.owned("tracestate")?,
+        replyto: header.owned("replyto")?,
+        deadline: timestamp("deadline", header.text("deadline")?)?,
     };
+    check_attributes(&attributes)?;
     check_content_type(attributes.datacontenttype.as_deref())?;
     let text = check_text(body, limits)?;
     let data = if text.trim().is_empty() {
@@ -252,6 +352,141 @@ impl Envelope<&RawValue> {
             reason: error.to_string(),
         })
     }
+}
+
+/// What can still be read of a message that failed to decode, to tell its sender: the
+/// attributes that are valid on their own (`id`, `source` and `type` empty when not).
+///
+/// Binary mode when `headers` hold a `ce-specversion` and the message is not labelled
+/// structured, as [`decode_binary`] reads it; structured mode otherwise, from a body
+/// within the limits that is a JSON object. Nothing is salvaged from a body over the
+/// limits: it is not parsed.
+pub fn salvage_attributes(
+    headers: &[(&str, HeaderValue<'_>)],
+    binary: bool,
+    body: &[u8],
+    limits: &Limits,
+) -> Attributes {
+    let pick = |name: &'static str, value: Option<&str>| {
+        value
+            .filter(|value| check_attribute(name, value).is_ok())
+            .map(str::to_owned)
+    };
+    let mut attributes = Attributes::default();
+    let mut set = |name: &'static str, value: Option<&str>| {
+        let value = pick(name, value);
+        match name {
+            "id" => attributes.id = value.unwrap_or_default(),
+            "source" => attributes.source = value.unwrap_or_default(),
+            "type" => attributes.message_type = value.unwrap_or_default(),
+            "correlationid" => attributes.correlationid = value,
+            "causationid" => attributes.causationid = value,
+            "traceparent" => attributes.traceparent = value,
+            "tracestate" => attributes.tracestate = value,
+            "replyto" => attributes.replyto = value,
+            "subject" => attributes.subject = value,
+            _ => {}
+        }
+    };
+    const SALVAGED: [&str; 9] = [
+        "id",
+        "source",
+        "type",
+        "correlationid",
+        "causationid",
+        "traceparent",
+        "tracestate",
+        "replyto",
+        "subject",
+    ];
+    if binary {
+        let found: Vec<(String, &str)> = headers
+            .iter()
+            .filter_map(|(key, value)| match value {
+                HeaderValue::Text(text) => Some((key.to_ascii_lowercase(), *text)),
+                HeaderValue::NotText(_) => None,
+            })
+            .collect();
+        for name in SALVAGED {
+            let mut matching = found
+                .iter()
+                .filter(|(key, _)| key.strip_prefix("ce-") == Some(name));
+            // A header given twice is ambiguous: neither is used.
+            if let (Some((_, value)), None) = (matching.next(), matching.next()) {
+                set(name, Some(value));
+            }
+        }
+    } else if let Ok(text) = check_text(body, limits)
+        && let Ok(object) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+    {
+        for name in SALVAGED {
+            set(name, object.get(name).and_then(serde_json::Value::as_str));
+        }
+    }
+    attributes
+}
+
+/// The most bytes an attribute may have (see [`MAX_SHORT_ATTRIBUTE_BYTES`]).
+fn max_attribute_bytes(name: &str) -> usize {
+    match name {
+        "subject" | "dataschema" | "traceparent" | "tracestate" => MAX_LONG_ATTRIBUTE_BYTES,
+        _ => MAX_SHORT_ATTRIBUTE_BYTES,
+    }
+}
+
+/// Checks one string attribute `name`: within its length, and free of the control characters
+/// CloudEvents forbids in strings (U+0000-U+001F, U+007F-U+009F), which would also let a
+/// value forge lines in a log.
+pub fn check_attribute(name: &'static str, value: &str) -> Result<(), DecodeError> {
+    let limit = max_attribute_bytes(name);
+    if value.len() > limit {
+        return Err(DecodeError::InvalidAttribute {
+            name,
+            reason: format!("{} bytes, over the limit of {limit}", value.len()),
+        });
+    }
+    if let Some(position) = find_control_character(value) {
+        return Err(DecodeError::InvalidAttribute {
+            name,
+            reason: format!("a control character at byte {position}"),
+        });
+    }
+    Ok(())
+}
+
+/// The byte offset of the first control character (U+0000-U+001F, U+007F-U+009F).
+pub fn find_control_character(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().find_map(|(index, &byte)| {
+        let control = byte < 0x20
+            || byte == 0x7f
+            // U+0080-U+009F are 0xC2 0x80-0x9F in UTF-8.
+            || (byte == 0xc2 && bytes.get(index + 1).is_some_and(|next| (0x80..=0x9f).contains(next)));
+        control.then_some(index)
+    })
+}
+
+/// Checks every string attribute with [`check_attribute`].
+fn check_attributes(attributes: &Attributes) -> Result<(), DecodeError> {
+    check_attribute("id", &attributes.id)?;
+    check_attribute("source", &attributes.source)?;
+    check_attribute("type", &attributes.message_type)?;
+    let optional = [
+        ("datacontenttype", &attributes.datacontenttype),
+        ("dataschema", &attributes.dataschema),
+        ("subject", &attributes.subject),
+        ("correlationid", &attributes.correlationid),
+        ("causationid", &attributes.causationid),
+        ("traceparent", &attributes.traceparent),
+        ("tracestate", &attributes.tracestate),
+        ("replyto", &attributes.replyto),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            check_attribute(name, value)?;
+        }
+    }
+    Ok(())
 }
 
 fn required(name: &'static str, value: Option<String>) -> Result<String, DecodeError> {
@@ -439,7 +674,7 @@ mod tests {
 
     #[test]
     fn decodes_binary_mode() {
-        let headers = [
+        let headers = text_headers(&[
             ("ce-specversion", "1.0"),
             ("ce-id", "b1"),
             ("CE-Source", "/sdk"),
@@ -447,7 +682,7 @@ mod tests {
             ("ce-replyto", "warren.reply.sdk"),
             ("ce-time", "2026-11-27T10:00:00+01:00"),
             ("other", "ignored"),
-        ];
+        ]);
         let envelope = decode_binary(
             &headers,
             Some("application/json"),
@@ -469,5 +704,109 @@ mod tests {
         assert_eq!(error, DecodeError::MissingAttribute("specversion"));
         let error = decode_binary(&headers, None, b"{", &Limits::default()).expect_err("bad");
         assert_eq!(error.reason_code(), "not_json");
+    }
+
+    fn text_headers<'a>(headers: &[(&'a str, &'a str)]) -> Vec<(&'a str, HeaderValue<'a>)> {
+        headers
+            .iter()
+            .map(|(key, value)| (*key, HeaderValue::Text(value)))
+            .collect()
+    }
+
+    const BINARY: [(&str, &str); 5] = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "b1"),
+        ("ce-source", "/sdk"),
+        ("ce-type", "dev.warren.echo.v1"),
+        ("ce-replyto", "warren.reply.sdk"),
+    ];
+
+    #[test]
+    fn binary_headers_of_the_wrong_type_or_given_twice_are_invalid() {
+        let mut headers = text_headers(&BINARY);
+        headers[3].1 = HeaderValue::NotText("a long-long-int");
+        let error = decode_binary(&headers, None, b"{}", &Limits::default()).expect_err("type");
+        assert_eq!(error.reason_code(), "invalid_attribute");
+        assert!(
+            error.to_string().contains("ce-type is a long-long-int"),
+            "{error}"
+        );
+
+        let mut headers = text_headers(&BINARY);
+        headers.push(("CE-ID", HeaderValue::Text("b2")));
+        let error = decode_binary(&headers, None, b"{}", &Limits::default()).expect_err("twice");
+        assert_eq!(error.reason_code(), "invalid_attribute");
+        // A header of another type that is not an attribute is no concern of warren's.
+        let mut headers = text_headers(&BINARY);
+        headers.push(("x-count", HeaderValue::NotText("a long-int")));
+        assert!(decode_binary(&headers, None, b"{}", &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn attributes_too_long_for_amqp_or_with_control_characters_are_invalid() {
+        let long = format!("\"{}\"", "c".repeat(MAX_SHORT_ATTRIBUTE_BYTES + 1));
+        let cases = [
+            with("correlationid", &long),
+            with("id", &long),
+            with("type", &long),
+            with("source", &long),
+            with("replyto", &long),
+            with("causationid", &long),
+            with("id", "\"forged\\n[echo] line\""),
+            with("source", "\"/s\\u001b[31m\""),
+            with("subject", "\"a\\u0085b\""),
+            with(
+                "tracestate",
+                &format!("\"{}\"", "t".repeat(MAX_LONG_ATTRIBUTE_BYTES + 1)),
+            ),
+        ];
+        for body in cases {
+            let error = decode(&body).expect_err(&body);
+            assert_eq!(error.reason_code(), "invalid_attribute", "{body}: {error}");
+        }
+        let at_limit = format!("\"{}\"", "c".repeat(MAX_SHORT_ATTRIBUTE_BYTES));
+        assert!(decode(&with("correlationid", &at_limit)).is_ok());
+        assert!(decode(&with("subject", "\"caf\u{e9} \u{1f600}\"")).is_ok());
+
+        let mut headers = text_headers(&BINARY);
+        let long_id = "i".repeat(300);
+        headers[1].1 = HeaderValue::Text(&long_id);
+        let error = decode_binary(&headers, None, b"{}", &Limits::default()).expect_err("long");
+        assert_eq!(error.reason_code(), "invalid_attribute");
+    }
+
+    #[test]
+    fn control_characters_are_found_in_every_range() {
+        assert_eq!(find_control_character("plain text \u{e9}\u{a0}"), None);
+        assert_eq!(find_control_character("a\nb"), Some(1));
+        assert_eq!(find_control_character("ab\u{7f}"), Some(2));
+        assert_eq!(find_control_character("\u{e9}\u{9f}"), Some(2));
+        assert_eq!(find_control_character("\u{0}"), Some(0));
+    }
+
+    #[test]
+    fn salvage_keeps_only_valid_attributes() {
+        let long = format!("\"{}\"", "c".repeat(300));
+        let body = with("correlationid", &long);
+        let salvaged = salvage_attributes(&[], false, body.as_bytes(), &Limits::default());
+        assert_eq!(salvaged.id, "m1");
+        assert_eq!(salvaged.replyto.as_deref(), Some("warren.reply.x"));
+        assert_eq!(salvaged.correlationid, None);
+
+        let not_json = salvage_attributes(&[], false, b"{nope", &Limits::default());
+        assert_eq!(not_json, Attributes::default());
+
+        let mut headers = text_headers(&BINARY);
+        headers[3].1 = HeaderValue::NotText("a long-long-int");
+        let salvaged = salvage_attributes(&headers, true, b"{", &Limits::default());
+        assert_eq!(salvaged.id, "b1");
+        assert_eq!(salvaged.message_type, "");
+        assert_eq!(salvaged.replyto.as_deref(), Some("warren.reply.sdk"));
+        headers.push(("CE-REPLYTO", HeaderValue::Text("warren.reply.other")));
+        let salvaged = salvage_attributes(&headers, true, b"{", &Limits::default());
+        assert_eq!(
+            salvaged.replyto, None,
+            "a replyto given twice is not trusted"
+        );
     }
 }

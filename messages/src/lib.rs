@@ -13,7 +13,10 @@ mod trace;
 
 pub mod catalogue;
 
-pub use decode::{DecodeError, Limits, decode_binary, decode_structured};
+pub use decode::{
+    DecodeError, HeaderValue, Limits, MAX_LONG_ATTRIBUTE_BYTES, MAX_SHORT_ATTRIBUTE_BYTES,
+    check_attribute, decode_binary, decode_structured, find_control_character, salvage_attributes,
+};
 pub use envelope::{Attributes, Envelope, OutgoingEnvelope, SPEC_VERSION, new_message_id};
 pub use payload::{
     EchoReplied, EchoRequest, Fault, Inbound, JsonObject, Payload, Progress, TallyAdd, TallyAdded,

@@ -119,6 +119,12 @@ pub mod fault_code {
     pub const UNAUTHORIZED: &str = "unauthorized";
     /// Something failed inside the worker.
     pub const INTERNAL: &str = "internal";
+    /// Another message with other content was already processed under this message's
+    /// identity (`source` and `id`); the message was not processed.
+    pub const REUSED_ID: &str = "reused_id";
+    /// The message produced an output larger than its receiver accepts; nothing was
+    /// published.
+    pub const OUTPUT_TOO_LARGE: &str = "output_too_large";
 }
 
 /// `dev.warren.fault.v1`: the terminal outcome of a request that failed, at any hop.

@@ -262,7 +262,11 @@ impl Settings {
         if let Err(error) = self.amqp.url.parse::<lapin::uri::AMQPUri>() {
             return Err(ConfigError::Invalid {
                 key: "amqp.url",
-                reason: format!("{:?} is not an AMQP URL: {error}", self.amqp.redacted_url()),
+                reason: format!(
+                    "{:?} is not an AMQP URL: {}",
+                    self.amqp.redacted_url(),
+                    redact_secret_in(&error, &self.amqp.url)
+                ),
             });
         }
         if self.amqp.heartbeat_secs == 0 {
@@ -332,17 +336,36 @@ impl Settings {
 
 /// Replaces the password of an AMQP URL with `***`.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    // The user info ends at the last '@': a password may hold an unescaped '/', '?' or
+    // '@', and a URL that does not parse is redacted all the same.
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
         return url.to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
+    let Some((user, _password)) = userinfo.split_once(':') else {
+        return url.to_owned();
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{user}:***@{host}"),
+    }
+}
+
+/// `text` (an error about `url`) with the URL's password, if it has one, replaced by
+/// `***`, in case the error quotes it.
+pub fn redact_secret_in(text: &str, url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let password = rest
+        .rsplit_once('@')
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, password)| password)
+        .filter(|password| !password.is_empty());
+    match password {
+        Some(password) => text.replace(password, "***"),
+        None => text.to_owned(),
     }
 }
 
@@ -493,6 +516,33 @@ mod tests {
             "amqp://guest:***@host:5672/%2f"
         );
         assert_eq!(redact_url("amqp://host/%2f"), "amqp://host/%2f");
+        // A password with an unescaped '/' or '@' is still found, parsable or not.
+        assert_eq!(
+            redact_url("amqp://user:se/cret@host/vhost"),
+            "amqp://user:***@host/vhost"
+        );
+        assert_eq!(
+            redact_url("amqp://user:p@ss@host:5672/%2f"),
+            "amqp://user:***@host:5672/%2f"
+        );
+        assert_eq!(redact_url("user:secret@host"), "user:***@host");
+        assert_eq!(
+            redact_secret_in("invalid port: cret@host", "amqp://user:se/cret@host"),
+            "invalid port: cret@host"
+        );
+        assert_eq!(
+            redact_secret_in("bad: se/cret", "amqp://user:se/cret@host"),
+            "bad: ***"
+        );
+        for url in [
+            "amqp://user:se/cret@host/vhost",
+            "amqp://user:s3cr3t@host:notaport/v",
+        ] {
+            let error =
+                load(&[("WARREN_AMQP_URL", url)], &Overrides::default()).expect_err("not a URL");
+            let text = error.to_string();
+            assert!(!text.contains("cret") && !text.contains("s3cr3t"), "{text}");
+        }
         let settings = load(&[], &Overrides::default()).expect("defaults");
         assert!(!format!("{settings:?}").contains("guest:guest"));
     }

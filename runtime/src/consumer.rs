@@ -14,7 +14,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use jiff::Timestamp;
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::FieldTable;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -24,36 +24,25 @@ use crate::config::Settings;
 use crate::connection::{
     CLOSE_TIMEOUT, close_channel, close_connection, connect, within_setup_timeout,
 };
-use crate::delivery::{ack_within, attributes_from_properties, decode_delivery, header_count};
+use crate::delivery::{ack_within, decode_delivery, salvage};
 use crate::error::RuntimeError;
 use crate::handler::{Handler, HandlerError, Incoming, Manifest, Route};
-use crate::publisher::{Delivered, PendingConfirm, Publisher, truncate};
+use crate::headers::{
+    DeadLetterFacts, X_DELIVERY_COUNT, dead_letter_properties, deaths, header_count,
+    is_death_header,
+};
+use crate::publisher::{Delivered, PendingConfirm, Publisher, properties_of, truncate};
 use crate::topology::{
     COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, REPLIES_EXCHANGE, RETRIES_EXCHANGE,
     declare_exchanges, declare_worker_queues, is_valid_reply_queue, retry_queue_name,
     work_queue_name,
 };
 
-/// Dead-letter headers warren adds to the original message.
-pub mod dead_letter_header {
-    /// A stable snake_case reason, e.g. `not_json`, `invalid_data`, `out_of_stock`.
-    pub const REASON: &str = "x-warren-reason";
-    /// The error in words.
-    pub const ERROR: &str = "x-warren-error";
-    /// The worker that dead-lettered it.
-    pub const WORKER: &str = "x-warren-worker";
-    /// The exchange it was first published to.
-    pub const ORIGINAL_EXCHANGE: &str = "x-warren-original-exchange";
-    /// The routing key it was first published with.
-    pub const ORIGINAL_ROUTING_KEY: &str = "x-warren-original-routing-key";
-    /// How many times it was attempted.
-    pub const ATTEMPTS: &str = "x-warren-attempts";
-    /// When it was dead-lettered (RFC 3339).
-    pub const FAILED_AT: &str = "x-warren-failed-at";
-}
-
 /// The most of an error's text kept in a dead-letter header or a fault.
 const MAX_ERROR_TEXT: usize = 2048;
+
+/// The most of a fault code kept: codes are short snake_case words.
+const MAX_CODE_TEXT: usize = 64;
 
 /// What a worker needs for its whole life, across sessions.
 pub(crate) struct WorkerCore<H> {
@@ -206,6 +195,7 @@ async fn consume<H: Handler>(
     let session = Session {
         core,
         publisher: &publisher,
+        frame_max: usize::try_from(connection.configuration().frame_max()).unwrap_or(usize::MAX),
     };
     let events = connection.events_listener();
     tokio::pin!(events);
@@ -284,6 +274,8 @@ async fn consume<H: Handler>(
 struct Session<'s, H> {
     core: &'s WorkerCore<H>,
     publisher: &'s Publisher,
+    /// The connection's largest frame: a message's properties must fit in one.
+    frame_max: usize,
 }
 
 impl<H: Handler> Session<'_, H> {
@@ -294,7 +286,8 @@ impl<H: Handler> Session<'_, H> {
             match decode_delivery(&delivery.data, &delivery.properties, &self.core.limits) {
                 Ok(envelope) => envelope,
                 Err(error) => {
-                    let attributes = attributes_from_properties(&delivery.properties);
+                    let attributes =
+                        salvage(&delivery.data, &delivery.properties, &self.core.limits);
                     tracing::warn!(
                         message_id = %attributes.id,
                         reason = error.reason_code(),
@@ -335,7 +328,7 @@ impl<H: Handler> Session<'_, H> {
     ) -> Result<(), RuntimeError> {
         let attributes = &envelope.attributes;
         let headers = delivery.properties.headers().as_ref();
-        let delivery_count = header_count(headers, "x-delivery-count").unwrap_or(0);
+        let delivery_count = header_count(headers, X_DELIVERY_COUNT).unwrap_or(0);
         // Only a message coming back from a delay queue has trustworthy `x-death`
         // counts: nobody but the broker and workers publishes to `warren.retries`.
         let retries = if delivery.exchange.as_str() == RETRIES_EXCHANGE {
@@ -366,11 +359,7 @@ impl<H: Handler> Session<'_, H> {
                     .await;
             }
         };
-        let incoming = Incoming {
-            attributes,
-            payload,
-            delivery_count,
-        };
+        let incoming = Incoming::new(attributes, payload, envelope.data, delivery_count);
         let outcome = AssertUnwindSafe(self.core.handler.handle(incoming))
             .catch_unwind()
             .await;
@@ -421,6 +410,10 @@ impl<H: Handler> Session<'_, H> {
     }
 
     /// Publishes the handler's outputs, waits for all their confirms, then acks.
+    ///
+    /// Every output is encoded before any is published: one larger than a receiver
+    /// accepts (`limits.max_body_bytes`) fails the message as a whole (`output_too_large`)
+    /// instead of being published and refused downstream.
     async fn complete(
         &self,
         delivery: &Delivery,
@@ -428,7 +421,7 @@ impl<H: Handler> Session<'_, H> {
         outputs: crate::handler::Outputs,
         attempts: u32,
     ) -> Result<(), RuntimeError> {
-        let mut pending = Vec::with_capacity(outputs.items.len());
+        let mut encoded = Vec::with_capacity(outputs.items.len());
         for output in &outputs.items {
             let (exchange, routing_key) = match output.route {
                 Route::Reply => match self.reply_target(attributes) {
@@ -447,9 +440,44 @@ impl<H: Handler> Session<'_, H> {
                 ),
                 data: &output.data,
             };
+            let body = envelope.to_json_vec()?;
+            let limit = self.core.limits.max_body_bytes;
+            if body.len() > limit {
+                tracing::warn!(
+                    output_type = %output.message_type,
+                    size = body.len(),
+                    limit,
+                    "an output is larger than its receiver accepts: dead-lettering"
+                );
+                let rejection = Rejection {
+                    reason: fault_code::OUTPUT_TOO_LARGE.to_owned(),
+                    error: format!(
+                        "the {} this message produced is {} bytes, over the limit of {limit} \
+                         that its receiver accepts",
+                        output.message_type,
+                        body.len()
+                    ),
+                    fault_code: fault_code::OUTPUT_TOO_LARGE.to_owned(),
+                    stage: "publish",
+                    retryable: false,
+                    details: serde_json::Value::Null,
+                    dead_letter: true,
+                };
+                return self.reject(delivery, attributes, rejection, attempts).await;
+            }
+            encoded.push((
+                output,
+                exchange,
+                routing_key,
+                body,
+                properties_of(&envelope),
+            ));
+        }
+        let mut pending = Vec::with_capacity(encoded.len());
+        for (output, exchange, routing_key, body, properties) in encoded {
             let confirm = self
                 .publisher
-                .publish(exchange, routing_key, &envelope)
+                .publish_raw(exchange, routing_key, &body, properties)
                 .await?;
             pending.push((output.route, &*output.message_type, confirm));
         }
@@ -522,10 +550,9 @@ impl<H: Handler> Session<'_, H> {
             let name = key.as_str();
             // Death counts start clean on the first hop (a publisher could have forged
             // them); after that they are the broker's own.
-            let death_header = name == "x-death"
-                || name.starts_with("x-first-death")
-                || name.starts_with("x-last-death");
-            if name != "x-delivery-count" && (from_retry || !death_header) {
+            if !name.eq_ignore_ascii_case(X_DELIVERY_COUNT)
+                && (from_retry || !is_death_header(name))
+            {
                 headers.insert(key.clone(), value.clone());
             }
         }
@@ -539,38 +566,27 @@ impl<H: Handler> Session<'_, H> {
         self.ack(delivery).await
     }
 
+    /// Publishes a copy of the message to the dead-letter exchange, with the reason in
+    /// `x-warren-*` headers. The copy always fits a frame (see
+    /// [`with_added_headers`]): a copy the broker refused would cost the session.
     async fn dead_letter(
         &self,
         delivery: &Delivery,
         rejection: &Rejection,
         attempts: u32,
     ) -> Result<PendingConfirm, RuntimeError> {
-        use dead_letter_header as header;
-        let text = |value: &str| AMQPValue::LongString(LongString::from(value));
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-        headers.insert(header::REASON.into(), text(&rejection.reason));
-        headers.insert(
-            header::ERROR.into(),
-            text(truncate(&rejection.error, MAX_ERROR_TEXT)),
+        let properties = dead_letter_properties(
+            &delivery.properties,
+            &DeadLetterFacts {
+                reason: &rejection.reason,
+                error: &rejection.error,
+                worker: self.core.manifest.name,
+                exchange: delivery.exchange.as_str(),
+                routing_key: delivery.routing_key.as_str(),
+                attempts,
+            },
+            self.frame_max,
         );
-        headers.insert(header::WORKER.into(), text(self.core.manifest.name));
-        headers.insert(
-            header::ORIGINAL_EXCHANGE.into(),
-            text(delivery.exchange.as_str()),
-        );
-        headers.insert(
-            header::ORIGINAL_ROUTING_KEY.into(),
-            text(delivery.routing_key.as_str()),
-        );
-        headers.insert(
-            header::ATTEMPTS.into(),
-            AMQPValue::LongLongInt(attempts.into()),
-        );
-        headers.insert(
-            header::FAILED_AT.into(),
-            text(&Timestamp::now().to_string()),
-        );
-        let properties = delivery.properties.clone().with_headers(headers);
         self.publisher
             .publish_raw(
                 DEAD_LETTER_EXCHANGE,
@@ -581,6 +597,8 @@ impl<H: Handler> Session<'_, H> {
             .await
     }
 
+    /// Sends the originator a fault. Its `details` (the handler's, of any size) are
+    /// left out when they would make the fault larger than a receiver accepts.
     async fn send_fault(
         &self,
         attributes: &Attributes,
@@ -589,7 +607,7 @@ impl<H: Handler> Session<'_, H> {
         attempts: u32,
     ) -> Result<PendingConfirm, RuntimeError> {
         let fault = Fault {
-            code: rejection.fault_code,
+            code: truncate(&rejection.fault_code, MAX_CODE_TEXT).to_owned(),
             message: truncate(&rejection.error, MAX_ERROR_TEXT).to_owned(),
             retryable: rejection.retryable,
             worker: self.core.manifest.name.to_owned(),
@@ -597,16 +615,23 @@ impl<H: Handler> Session<'_, H> {
             attempts,
             details: rejection.details,
         };
-        let envelope = Envelope {
+        let mut envelope = Envelope {
             attributes: attributes.child_of_type(
                 Fault::TYPE,
                 Some(Fault::SCHEMA),
                 &self.core.source,
             ),
-            data: &fault,
+            data: fault,
         };
+        let mut body = envelope.to_json_vec()?;
+        if body.len() > self.core.limits.max_body_bytes {
+            envelope.data.details = serde_json::json!({
+                "left_out": "the details made the fault larger than a receiver accepts"
+            });
+            body = envelope.to_json_vec()?;
+        }
         self.publisher
-            .publish(REPLIES_EXCHANGE, reply_to, &envelope)
+            .publish_raw(REPLIES_EXCHANGE, reply_to, &body, properties_of(&envelope))
             .await
     }
 
@@ -652,26 +677,16 @@ fn log_connection_event(event: lapin::Event, settings: &Settings) {
 /// How many times a message already went through `worker`'s delay queues, from the
 /// broker-written `x-death` header.
 fn retries_so_far(headers: Option<&FieldTable>, retry_queue_prefix: &str) -> u32 {
-    let Some(AMQPValue::FieldArray(deaths)) = headers.and_then(|h| h.inner().get("x-death")) else {
-        return 0;
-    };
-    deaths
-        .as_slice()
+    deaths(headers)
         .iter()
-        .filter_map(|death| match death {
-            AMQPValue::FieldTable(death) => Some(death),
-            _ => None,
-        })
         .filter(|death| {
-            let text = |key: &str| match death.inner().get(key) {
-                Some(AMQPValue::LongString(value)) => std::str::from_utf8(value.as_bytes()).ok(),
-                Some(AMQPValue::ShortString(value)) => Some(value.as_str()),
-                _ => None,
-            };
-            text("reason") == Some("expired")
-                && text("queue").is_some_and(|queue| queue.starts_with(retry_queue_prefix))
+            death.reason.as_deref() == Some("expired")
+                && death
+                    .queue
+                    .as_deref()
+                    .is_some_and(|queue| queue.starts_with(retry_queue_prefix))
         })
-        .filter_map(|death| header_count(Some(death), "count"))
+        .map(|death| u32::try_from(death.count).unwrap_or(u32::MAX))
         .fold(0u32, u32::saturating_add)
 }
 
@@ -689,28 +704,28 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lapin::types::FieldArray;
+    use crate::headers::{X_DEATH, long_text, table};
+    use lapin::types::{AMQPValue, FieldArray};
 
     fn death(queue: &str, reason: &str, count: i64) -> AMQPValue {
-        let mut table = FieldTable::default();
-        table.insert("queue".into(), AMQPValue::LongString(queue.into()));
-        table.insert("reason".into(), AMQPValue::LongString(reason.into()));
-        table.insert("count".into(), AMQPValue::LongLongInt(count));
-        AMQPValue::FieldTable(table)
+        AMQPValue::FieldTable(table(&[
+            ("queue", long_text(queue)),
+            ("reason", long_text(reason)),
+            ("count", AMQPValue::LongLongInt(count)),
+        ]))
     }
 
     #[test]
     fn retries_count_only_expiries_in_this_workers_delay_queues() {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "x-death".into(),
+        let headers = table(&[(
+            X_DEATH,
             AMQPValue::FieldArray(FieldArray::from(vec![
                 death("warren.tally.retry.1000ms", "expired", 2),
                 death("warren.tally.retry.2000ms", "expired", 1),
                 death("warren.tally", "rejected", 5),
                 death("warren.echo.retry.1000ms", "expired", 7),
             ])),
-        );
+        )]);
         assert_eq!(retries_so_far(Some(&headers), "warren.tally.retry."), 3);
         assert_eq!(retries_so_far(None, "warren.tally.retry."), 0);
     }

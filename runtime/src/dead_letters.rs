@@ -18,7 +18,7 @@
 //! if it closes first, so settling pauses every few commands until the broker has
 //! applied them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -32,16 +32,14 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Acker, BasicProperties, Channel, Connection, ErrorKind};
 
 use crate::connection::{CLOSE_TIMEOUT, close_channel};
-use crate::consumer::dead_letter_header as header;
-use crate::delivery::header_count;
 use crate::error::RuntimeError;
+use crate::headers::{dead_letter_header as header, deaths, header_count};
 use crate::publisher::{Delivered, PendingConfirm, Publisher};
 use crate::topology::dead_letter_queue_name;
 
-/// The broker's record of each time a message was dead-lettered (newest first).
-pub const X_DEATH: &str = "x-death";
-/// The broker's count of earlier deliveries of a message (quorum queues).
-pub const X_DELIVERY_COUNT: &str = "x-delivery-count";
+pub use crate::headers::{
+    X_DEATH, X_DELIVERY_COUNT, is_dead_letter_header, strip_dead_letter_headers,
+};
 
 /// How many replayed messages may wait for their confirms at once.
 const REPLAY_CONFIRM_WINDOW: usize = 64;
@@ -222,86 +220,12 @@ impl DeadLetter {
     }
 }
 
-/// Whether `name` is a header that dead-lettering added: warren's `x-warren-*`, or the
-/// broker's `x-death`, `x-first-death-*`, `x-last-death-*` and `x-delivery-count`.
-pub fn is_dead_letter_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    name.starts_with("x-warren-")
-        || name == X_DEATH
-        || name.starts_with("x-first-death-")
-        || name.starts_with("x-last-death-")
-        || name == X_DELIVERY_COUNT
-}
-
-/// `properties` without the headers dead-lettering added, so a replayed message looks
-/// as it did before it died (and its `x-death` counts start again).
-pub fn strip_dead_letter_headers(properties: &BasicProperties) -> BasicProperties {
-    let Some(headers) = properties.headers() else {
-        return properties.clone();
-    };
-    let kept: BTreeMap<ShortString, AMQPValue> = headers
-        .inner()
-        .iter()
-        .filter(|(name, _)| !is_dead_letter_header(name.as_str()))
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
-    properties.clone().with_headers(FieldTable::from(kept))
-}
-
-/// One entry of the broker's `x-death` header.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Death {
-    reason: Option<String>,
-    queue: Option<String>,
-    exchange: Option<String>,
-    routing_key: Option<String>,
-    count: u64,
-    time: Option<Timestamp>,
-}
-
-/// The `x-death` entries, newest first, as the broker writes them.
-fn deaths(headers: Option<&FieldTable>) -> Vec<Death> {
-    let Some(AMQPValue::FieldArray(entries)) = headers.and_then(|table| table.inner().get(X_DEATH))
-    else {
-        return Vec::new();
-    };
-    entries
-        .as_slice()
-        .iter()
-        .filter_map(|entry| match entry {
-            AMQPValue::FieldTable(table) => Some(table),
-            _ => None,
-        })
-        .map(|table| Death {
-            reason: table_text(table, "reason"),
-            queue: table_text(table, "queue"),
-            exchange: table_text(table, "exchange"),
-            routing_key: match table.inner().get("routing-keys") {
-                Some(AMQPValue::FieldArray(keys)) => keys.as_slice().first().and_then(value_text),
-                Some(other) => value_text(other),
-                None => None,
-            },
-            count: header_count(Some(table), "count").map_or(1, u64::from),
-            time: match table.inner().get("time") {
-                Some(AMQPValue::Timestamp(seconds)) => i64::try_from(*seconds)
-                    .ok()
-                    .and_then(|seconds| Timestamp::from_second(seconds).ok()),
-                _ => None,
-            },
-        })
-        .collect()
-}
-
 fn table_text(table: &FieldTable, name: &str) -> Option<String> {
-    table.inner().get(name).and_then(value_text)
-}
-
-fn value_text(value: &AMQPValue) -> Option<String> {
-    match value {
-        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
-        AMQPValue::ShortString(text) => Some(text.as_str().to_owned()),
-        _ => None,
-    }
+    table
+        .inner()
+        .get(name)
+        .and_then(crate::headers::text_lossy)
+        .map(std::borrow::Cow::into_owned)
 }
 
 /// An AMQP field value as text: strings as they are, timestamps in RFC 3339, arrays
@@ -1188,7 +1112,7 @@ mod tests {
             Some("dev.warren.echo.v1")
         );
         assert_eq!(dead_letter.error, None);
-        let shown: BTreeMap<_, _> = dead_letter.headers.iter().cloned().collect();
+        let shown: std::collections::BTreeMap<_, _> = dead_letter.headers.iter().cloned().collect();
         assert!(
             shown[X_DEATH].contains("reason: delivery_limit"),
             "{shown:?}"

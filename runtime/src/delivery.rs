@@ -1,102 +1,119 @@
-//! Reading what the broker delivered: envelope mode, headers, broker-written counts.
+//! Reading what the broker delivered: envelope mode, properties, headers.
 
 use std::time::Duration;
 
 use lapin::Acker;
 use lapin::BasicProperties;
 use lapin::options::BasicAckOptions;
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::ShortString;
 use serde_json::value::RawValue;
 use warren_messages::{
-    Attributes, DecodeError, Envelope, Limits, STRUCTURED_CONTENT_TYPE, decode_binary,
-    decode_structured,
+    Attributes, DecodeError, Envelope, HeaderValue, Limits, STRUCTURED_CONTENT_TYPE,
+    check_attribute, decode_binary, decode_structured, salvage_attributes,
 };
 
 use crate::error::RuntimeError;
+use crate::headers::{self, TRACEPARENT};
 
-/// Decodes a delivery's body in structured mode, or in binary mode when it carries
-/// CloudEvents `ce-` headers and is not labelled structured.
-pub(crate) fn decode_delivery<'a>(
-    body: &'a [u8],
-    properties: &BasicProperties,
-    limits: &Limits,
-) -> Result<Envelope<&'a RawValue>, DecodeError> {
-    let content_type = properties
-        .content_type()
-        .as_ref()
-        .map(|value| value.as_str());
-    let structured = content_type.is_some_and(|value| {
+/// Whether a delivery is a binary-mode CloudEvent: it carries a `ce-specversion` header
+/// and is not labelled structured (`application/cloudevents+json`).
+fn is_binary(properties: &BasicProperties) -> bool {
+    let structured = properties.content_type().as_ref().is_some_and(|value| {
         value
+            .as_str()
             .split(';')
             .next()
             .is_some_and(|media| media.trim().eq_ignore_ascii_case(STRUCTURED_CONTENT_TYPE))
     });
-    if !structured
-        && let Some(headers) = properties.headers()
-        && headers
-            .inner()
-            .keys()
-            .any(|key| key.as_str().eq_ignore_ascii_case("ce-specversion"))
-    {
-        let attributes: Vec<(&str, &str)> = headers
-            .inner()
-            .iter()
-            .filter_map(|(key, value)| Some((key.as_str(), value_as_str(value)?)))
-            .collect();
-        return decode_binary(&attributes, content_type, body, limits);
+    !structured
+        && properties.headers().as_ref().is_some_and(|headers| {
+            headers
+                .inner()
+                .keys()
+                .any(|key| key.as_str().eq_ignore_ascii_case("ce-specversion"))
+        })
+}
+
+fn short_str(value: &Option<ShortString>) -> Option<&str> {
+    value.as_ref().map(ShortString::as_str)
+}
+
+/// Every header, as binary-mode decoding sees it.
+fn binary_headers(properties: &BasicProperties) -> Vec<(&str, HeaderValue<'_>)> {
+    properties
+        .headers()
+        .as_ref()
+        .map(|headers| {
+            headers
+                .inner()
+                .iter()
+                .map(|(key, value)| (key.as_str(), headers::binary_value(value)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Decodes a delivery's body in structured mode, or in binary mode when it carries
+/// CloudEvents `ce-` headers and is not labelled structured. A delivery with a property
+/// that did not arrive as UTF-8 is refused first (see
+/// [`headers::unreadable_property`]).
+pub fn decode_delivery<'a>(
+    body: &'a [u8],
+    properties: &BasicProperties,
+    limits: &Limits,
+) -> Result<Envelope<&'a RawValue>, DecodeError> {
+    if let Some(name) = headers::unreadable_property(properties) {
+        return Err(DecodeError::InvalidProperty {
+            name,
+            reason: "it is not valid UTF-8".to_owned(),
+        });
+    }
+    if is_binary(properties) {
+        let content_type = properties.content_type().as_ref().map(ShortString::as_str);
+        return decode_binary(&binary_headers(properties), content_type, body, limits);
     }
     decode_structured(body, limits)
 }
 
-/// A header's value as text, when it is a string.
-pub(crate) fn header_str<'a>(properties: &'a BasicProperties, name: &str) -> Option<&'a str> {
-    properties
-        .headers()
-        .as_ref()
-        .and_then(|headers| headers.inner().get(name))
-        .and_then(value_as_str)
-}
-
-/// A header's value as a count, when it is a non-negative integer.
-pub(crate) fn header_count(headers: Option<&FieldTable>, name: &str) -> Option<u32> {
-    let value = headers?.inner().get(name)?;
-    let number: i64 = match value {
-        AMQPValue::ShortShortInt(v) => (*v).into(),
-        AMQPValue::ShortShortUInt(v) => (*v).into(),
-        AMQPValue::ShortInt(v) => (*v).into(),
-        AMQPValue::ShortUInt(v) => (*v).into(),
-        AMQPValue::LongInt(v) => (*v).into(),
-        AMQPValue::LongUInt(v) => (*v).into(),
-        AMQPValue::LongLongInt(v) => *v,
-        _ => return None,
+/// What can still be read of a delivery that [`decode_delivery`] refused, to tell its
+/// sender: the attributes that are valid on their own, from the envelope (its body in
+/// structured mode, its `ce-` headers in binary mode), else from the AMQP properties
+/// that mirror them.
+pub fn salvage(body: &[u8], properties: &BasicProperties, limits: &Limits) -> Attributes {
+    let mut attributes = salvage_attributes(
+        &binary_headers(properties),
+        is_binary(properties),
+        body,
+        limits,
+    );
+    let property = |name: &'static str, value: Option<&str>| {
+        value
+            .filter(|value| !value.contains(char::REPLACEMENT_CHARACTER))
+            .filter(|value| check_attribute(name, value).is_ok())
+            .map(str::to_owned)
     };
-    u32::try_from(number).ok()
-}
-
-fn value_as_str(value: &AMQPValue) -> Option<&str> {
-    match value {
-        AMQPValue::LongString(text) => std::str::from_utf8(text.as_bytes()).ok(),
-        AMQPValue::ShortString(text) => Some(text.as_str()),
-        _ => None,
+    if attributes.id.is_empty() {
+        attributes.id = property("id", short_str(properties.message_id())).unwrap_or_default();
     }
-}
-
-/// Attributes recovered from AMQP properties alone, for a body that could not be read:
-/// enough to tie a fault to the request.
-pub(crate) fn attributes_from_properties(properties: &BasicProperties) -> Attributes {
-    let text = |value: &Option<lapin::types::ShortString>| {
-        value.as_ref().map(|value| value.as_str().to_owned())
-    };
-    let id = text(properties.message_id()).unwrap_or_default();
-    Attributes {
-        correlationid: text(properties.correlation_id()).or_else(|| Some(id.clone())),
-        id,
-        source: text(properties.app_id()).unwrap_or_default(),
-        message_type: text(properties.kind()).unwrap_or_default(),
-        replyto: text(properties.reply_to()),
-        traceparent: header_str(properties, "traceparent").map(str::to_owned),
-        ..Attributes::default()
+    if attributes.source.is_empty() {
+        attributes.source = property("source", short_str(properties.app_id())).unwrap_or_default();
     }
+    if attributes.message_type.is_empty() {
+        attributes.message_type =
+            property("type", short_str(properties.kind())).unwrap_or_default();
+    }
+    if attributes.correlationid.is_none() {
+        attributes.correlationid =
+            property("correlationid", short_str(properties.correlation_id()));
+    }
+    if attributes.replyto.is_none() {
+        attributes.replyto = property("replyto", short_str(properties.reply_to()));
+    }
+    if attributes.traceparent.is_none() {
+        let header = headers::header_text(properties.headers().as_ref(), TRACEPARENT);
+        attributes.traceparent = property("traceparent", header);
+    }
+    attributes
 }
 
 /// Acks through `acker` (every delivery up to it when `multiple`), bounded by `limit`:
@@ -122,19 +139,11 @@ pub async fn ack_within(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lapin::types::LongString;
-
-    fn headers(entries: &[(&str, AMQPValue)]) -> FieldTable {
-        let mut table = FieldTable::default();
-        for (key, value) in entries {
-            table.insert((*key).into(), value.clone());
-        }
-        table
-    }
+    use crate::headers::{long_text as text, table as headers};
+    use lapin::types::AMQPValue;
 
     #[test]
     fn binary_mode_is_read_from_ce_headers() {
-        let text = |value: &str| AMQPValue::LongString(LongString::from(value));
         let properties = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_headers(headers(&[
@@ -157,17 +166,42 @@ mod tests {
     }
 
     #[test]
-    fn counts_accept_every_integer_width() {
-        for value in [
-            AMQPValue::LongLongInt(3),
-            AMQPValue::LongInt(3),
-            AMQPValue::ShortShortUInt(3),
-        ] {
-            let table = headers(&[("x-delivery-count", value)]);
-            assert_eq!(header_count(Some(&table), "x-delivery-count"), Some(3));
-        }
-        let negative = headers(&[("x-delivery-count", AMQPValue::LongLongInt(-1))]);
-        assert_eq!(header_count(Some(&negative), "x-delivery-count"), None);
-        assert_eq!(header_count(None, "x-delivery-count"), None);
+    fn a_property_that_was_not_utf8_is_refused() {
+        let properties = BasicProperties::default().with_message_id("m\u{fffd}".into());
+        let error = decode_delivery(b"{}", &properties, &Limits::default()).expect_err("refused");
+        assert_eq!(error.reason_code(), "invalid_property");
+    }
+
+    #[test]
+    fn salvage_prefers_the_envelope_and_falls_back_to_valid_properties() {
+        let properties = BasicProperties::default()
+            .with_message_id("property-id".into())
+            .with_correlation_id("property-correlation".into())
+            .with_reply_to("warren.reply.property".into());
+        let body =
+            br#"{"specversion":"1.0","id":"body-id","replyto":"warren.reply.body","type":7}"#;
+        let salvaged = salvage(body, &properties, &Limits::default());
+        assert_eq!(salvaged.id, "body-id");
+        assert_eq!(salvaged.replyto.as_deref(), Some("warren.reply.body"));
+        assert_eq!(
+            salvaged.correlationid.as_deref(),
+            Some("property-correlation")
+        );
+        assert_eq!(salvaged.message_type, "");
+
+        let mangled = BasicProperties::default()
+            .with_message_id("m\u{fffd}".into())
+            .with_correlation_id("line\nbreak".into());
+        let salvaged = salvage(b"not json", &mangled, &Limits::default());
+        assert_eq!(salvaged.id, "");
+        assert_eq!(salvaged.correlationid, None);
+
+        let binary = BasicProperties::default().with_headers(headers(&[
+            ("ce-specversion", text("1.0")),
+            ("ce-type", AMQPValue::LongLongInt(7)),
+            ("ce-replyto", text("warren.reply.binary")),
+        ]));
+        let salvaged = salvage(b"{", &binary, &Limits::default());
+        assert_eq!(salvaged.replyto.as_deref(), Some("warren.reply.binary"));
     }
 }

@@ -49,6 +49,9 @@ pub enum RuntimeError {
          broker counts no consumer on the queue"
     )]
     ConsumerStalled(String),
+    /// An exchange or routing key is longer than the 255 bytes AMQP allows.
+    #[error("the exchange or routing key {0:?}… is longer than 255 bytes")]
+    NameTooLong(String),
     /// The worker's manifest contradicts its handler.
     #[error("invalid manifest: {0}")]
     Manifest(String),

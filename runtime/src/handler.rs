@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::future::Future;
 
 use serde_json::value::RawValue;
-use warren_messages::{Attributes, Inbound, Payload, fault_code};
+use warren_messages::{Attributes, DecodeError, Envelope, Inbound, Payload, fault_code};
 
 /// A worker's identity and the message types it consumes and produces.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +61,99 @@ pub struct Incoming<'a, I> {
     pub payload: I,
     /// How many times the broker handed this message out before (0 the first time).
     pub delivery_count: u32,
+    /// The payload as it arrived, for [`Incoming::identity`].
+    data: &'a RawValue,
+}
+
+impl<'a, I: Inbound> Incoming<'a, I> {
+    /// Decodes `data` as a message with `attributes`, as the runtime does before it
+    /// calls a handler: for a handler's unit tests, and anything else that hands a
+    /// handler a message of its own making.
+    pub fn decode(attributes: &'a Attributes, data: &'a RawValue) -> Result<Self, DecodeError> {
+        let envelope = Envelope {
+            attributes: attributes.clone(),
+            data,
+        };
+        Ok(Incoming {
+            attributes,
+            payload: envelope.decode_data::<I>()?,
+            delivery_count: 0,
+            data,
+        })
+    }
+
+    /// Like [`Incoming::decode`], for a payload already decoded from `data`.
+    pub(crate) fn new(
+        attributes: &'a Attributes,
+        payload: I,
+        data: &'a RawValue,
+        delivery_count: u32,
+    ) -> Self {
+        Incoming {
+            attributes,
+            payload,
+            delivery_count,
+            data,
+        }
+    }
+}
+
+impl<'a, I> Incoming<'a, I> {
+    /// The message's identity, for de-duplication (a worker's inbox keys on it).
+    pub fn identity(&self) -> MessageIdentity<'a> {
+        MessageIdentity::of(self.attributes, self.data)
+    }
+}
+
+/// Who a message is, for de-duplication: its CloudEvents identity (`source` and `id`,
+/// which together name one event), and a fingerprint of what it says, to tell a
+/// redelivery of the same message from another message that reuses its identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageIdentity<'a> {
+    /// The producer, the CloudEvents `source`.
+    pub source: &'a str,
+    /// The message id, unique within its source.
+    pub id: &'a str,
+    /// SHA-256, in hex, of the type, subject, correlation id, reply queue and data.
+    pub fingerprint: String,
+}
+
+impl<'a> MessageIdentity<'a> {
+    /// The identity of the message with `attributes` and payload `data`.
+    pub fn of(attributes: &'a Attributes, data: &RawValue) -> Self {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        let parts = [
+            Some(attributes.message_type.as_str()),
+            attributes.subject.as_deref(),
+            Some(attributes.correlation_id()),
+            attributes.replyto.as_deref(),
+            Some(data.get()),
+        ];
+        for part in parts {
+            // Length-prefixed, and absent told apart from empty, so no two different
+            // messages hash the same input.
+            match part {
+                Some(text) => {
+                    hasher.update([1]);
+                    hasher.update((text.len() as u64).to_le_bytes());
+                    hasher.update(text.as_bytes());
+                }
+                None => hasher.update([0]),
+            }
+        }
+        let digest = hasher.finalize();
+        let mut fingerprint = String::with_capacity(64);
+        for byte in digest {
+            fingerprint.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+            fingerprint.push(char::from(b"0123456789abcdef"[usize::from(byte & 0xf)]));
+        }
+        MessageIdentity {
+            source: &attributes.source,
+            id: &attributes.id,
+            fingerprint,
+        }
+    }
 }
 
 /// A worker's business logic: a pure function of the message (and the worker's own
@@ -241,6 +334,42 @@ mod tests {
             ..ECHO
         };
         assert!(bad_name.check_against::<EchoRequest>().is_err());
+    }
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).expect("JSON")
+    }
+
+    #[test]
+    fn identity_is_source_and_id_with_a_fingerprint_of_the_content() {
+        let attributes = Attributes::request::<EchoRequest>("/test");
+        let data = raw(r#"{"a":1}"#);
+        let incoming = Incoming::<EchoRequest>::decode(&attributes, &data).expect("decode");
+        let identity = incoming.identity();
+        assert_eq!(identity.source, "/test");
+        assert_eq!(identity.id, attributes.id);
+        assert_eq!(identity.fingerprint.len(), 64);
+        assert_eq!(identity, MessageIdentity::of(&attributes, &data), "stable");
+
+        let other_data = raw(r#"{"a":2}"#);
+        assert_ne!(
+            MessageIdentity::of(&attributes, &other_data).fingerprint,
+            identity.fingerprint
+        );
+        let mut other_reply = attributes.clone();
+        other_reply.replyto = Some("warren.reply.other".into());
+        assert_ne!(
+            MessageIdentity::of(&other_reply, &data).fingerprint,
+            identity.fingerprint
+        );
+        // A new trace or time is the same message sent again.
+        let mut resent = attributes.clone();
+        resent.traceparent = None;
+        resent.time = None;
+        assert_eq!(MessageIdentity::of(&resent, &data), identity);
+
+        let not_an_object = raw("[1]");
+        assert!(Incoming::<EchoRequest>::decode(&attributes, &not_an_object).is_err());
     }
 
     #[test]

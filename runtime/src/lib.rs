@@ -10,7 +10,6 @@
 
 mod connection;
 mod consumer;
-mod delivery;
 mod error;
 mod handler;
 mod originator;
@@ -19,16 +18,20 @@ mod worker;
 
 pub mod config;
 pub mod dead_letters;
+pub mod delivery;
+pub mod headers;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;
 
 pub use config::{ConfigError, Overrides, Settings};
-pub use connection::{CLOSE_TIMEOUT, close_channel, close_connection, connect, reconnect_delays};
-pub use consumer::dead_letter_header;
+pub use connection::{
+    CLOSE_TIMEOUT, SETUP_TIMEOUT, close_channel, close_connection, connect, reconnect_delays,
+};
 pub use delivery::ack_within;
 pub use error::RuntimeError;
-pub use handler::{Handler, HandlerError, Incoming, Manifest, Outputs};
-pub use originator::{Originator, Outcome};
+pub use handler::{Handler, HandlerError, Incoming, Manifest, MessageIdentity, Outputs};
+pub use headers::dead_letter_header;
+pub use originator::{Originator, Outcome, UNREADABLE_OUTCOME};
 pub use publisher::{Delivered, PendingConfirm, Publisher, properties_of};
 pub use worker::{run_worker, worker_main};

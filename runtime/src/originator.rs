@@ -2,17 +2,21 @@
 //!
 //! The CLI and load tester use this; so can any Rust service that starts work.
 
+use std::time::Duration;
+
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use warren_messages::{DecodeError, Envelope, Limits};
+use warren_messages::{
+    Attributes, DecodeError, Envelope, Fault, Limits, OutgoingEnvelope, Payload,
+};
 
 use crate::config::Settings;
-use crate::connection::{CLOSE_TIMEOUT, close_connection, connect, within_setup_timeout};
-use crate::delivery::{ack_within, decode_delivery};
+use crate::connection::{CLOSE_TIMEOUT, SETUP_TIMEOUT, close_connection, connect};
+use crate::delivery::{ack_within, decode_delivery, salvage};
 use crate::error::RuntimeError;
 use crate::publisher::{PendingConfirm, Publisher};
 use crate::topology::{declare_exchanges, declare_reply_queue, new_reply_queue_name};
@@ -28,6 +32,10 @@ const REPLY_QUEUE_EXPIRY_MS: u32 = 10 * 60 * 1000;
 pub struct Originator {
     connection_name: String,
     prefetch: u16,
+    /// How long connecting may take, to consume-ok.
+    setup_timeout: Duration,
+    /// What an outcome may be: the limits workers check their outputs against.
+    limits: Limits,
     connection: Connection,
     publisher: Publisher,
     consume_channel: Channel,
@@ -42,7 +50,48 @@ pub struct Outcome {
     pub body: Vec<u8>,
     /// The decoded envelope, or why it could not be decoded.
     pub envelope: Result<Envelope<Box<RawValue>>, DecodeError>,
+    /// For an outcome that could not be decoded, what could still be read of its
+    /// attributes: its correlation id ties it to its request. Default otherwise.
+    pub salvaged: Attributes,
 }
+
+impl Outcome {
+    /// For an outcome that could not be decoded, a fault standing in for it: code
+    /// [`UNREADABLE_OUTCOME`], the decode error as its message, tied to the request by
+    /// the correlation id that could be read (if any). An originator reports it like any
+    /// fault, so no outcome is dropped in silence. `None` for a readable outcome.
+    pub fn unreadable_fault(&self, source: &str) -> Option<OutgoingEnvelope> {
+        let error = self.envelope.as_ref().err()?;
+        let fault = Fault {
+            code: UNREADABLE_OUTCOME.to_owned(),
+            message: format!("an outcome arrived that could not be read: {error}"),
+            retryable: false,
+            worker: self
+                .salvaged
+                .source
+                .strip_prefix("/warren/")
+                .unwrap_or("unknown")
+                .to_owned(),
+            stage: "receive".to_owned(),
+            attempts: 1,
+            details: serde_json::json!({
+                "reason": error.reason_code(),
+                "size": self.body.len(),
+                "type": self.salvaged.message_type,
+            }),
+        };
+        let mut attributes = Attributes::request_of_type(Fault::TYPE, Some(Fault::SCHEMA), source);
+        attributes.correlationid = self.salvaged.correlationid.clone();
+        attributes.causationid = Some(self.salvaged.id.clone()).filter(|id| !id.is_empty());
+        Some(Envelope {
+            attributes,
+            data: serde_json::value::to_raw_value(&fault).ok()?,
+        })
+    }
+}
+
+/// The fault code an originator reports for an outcome it could not read.
+pub const UNREADABLE_OUTCOME: &str = "unreadable_outcome";
 
 impl Originator {
     /// Connects, declares the shared exchanges and a fresh reply queue, and starts
@@ -52,7 +101,26 @@ impl Originator {
         connection_name: &str,
         prefetch: u16,
     ) -> Result<Self, RuntimeError> {
-        Self::open(settings, connection_name, prefetch, new_reply_queue_name()).await
+        Self::connect_within(settings, connection_name, prefetch, SETUP_TIMEOUT).await
+    }
+
+    /// Like [`Originator::connect`], giving up after `setup_timeout` (from the TCP
+    /// connect to consume-ok) instead of [`SETUP_TIMEOUT`]: for a caller with a deadline
+    /// of its own, such as a command's `--timeout`. Reconnects use it too.
+    pub async fn connect_within(
+        settings: &Settings,
+        connection_name: &str,
+        prefetch: u16,
+        setup_timeout: Duration,
+    ) -> Result<Self, RuntimeError> {
+        Self::open(
+            settings,
+            connection_name,
+            prefetch,
+            setup_timeout,
+            new_reply_queue_name(),
+        )
+        .await
     }
 
     /// Replaces the connection with a new one, keeping the reply queue (declared
@@ -62,6 +130,7 @@ impl Originator {
             settings,
             &self.connection_name,
             self.prefetch,
+            self.setup_timeout,
             self.reply_queue.clone(),
         )
         .await?;
@@ -74,21 +143,26 @@ impl Originator {
         settings: &Settings,
         connection_name: &str,
         prefetch: u16,
+        setup_timeout: Duration,
         reply_queue: String,
     ) -> Result<Self, RuntimeError> {
-        within_setup_timeout(Self::set_up(
+        let set_up = Self::set_up(
             settings,
             connection_name,
             prefetch,
+            setup_timeout,
             reply_queue,
-        ))
-        .await
+        );
+        tokio::time::timeout(setup_timeout, set_up)
+            .await
+            .map_err(|_elapsed| RuntimeError::SetupTimeout(setup_timeout))?
     }
 
     async fn set_up(
         settings: &Settings,
         connection_name: &str,
         prefetch: u16,
+        setup_timeout: Duration,
         reply_queue: String,
     ) -> Result<Self, RuntimeError> {
         let connection = connect(&settings.amqp, connection_name).await?;
@@ -110,6 +184,8 @@ impl Originator {
         Ok(Self {
             connection_name: connection_name.to_owned(),
             prefetch,
+            setup_timeout,
+            limits: settings.limits.decode_limits(),
             connection,
             publisher,
             consume_channel,
@@ -158,15 +234,22 @@ impl Originator {
     /// the consumer is gone: [`Originator::reconnect`].
     pub async fn next_outcome(&mut self) -> Result<Outcome, RuntimeError> {
         let delivery = self.next_delivery().await?;
-        let envelope = decode_delivery(&delivery.data, &delivery.properties, &Limits::default())
-            .map(|envelope| Envelope {
-                attributes: envelope.attributes,
-                data: envelope.data.to_owned(),
+        let envelope =
+            decode_delivery(&delivery.data, &delivery.properties, &self.limits).map(|envelope| {
+                Envelope {
+                    attributes: envelope.attributes,
+                    data: envelope.data.to_owned(),
+                }
             });
+        let salvaged = match &envelope {
+            Ok(_) => Attributes::default(),
+            Err(_) => salvage(&delivery.data, &delivery.properties, &self.limits),
+        };
         ack_within(&delivery.acker, false, self.publisher.confirm_timeout()).await?;
         Ok(Outcome {
             body: delivery.data,
             envelope,
+            salvaged,
         })
     }
 

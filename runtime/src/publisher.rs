@@ -13,6 +13,7 @@ use serde::Serialize;
 use warren_messages::{Envelope, STRUCTURED_CONTENT_TYPE};
 
 use crate::error::RuntimeError;
+use crate::headers::short_string;
 
 /// AMQP `delivery_mode` for a message the broker writes to disk.
 const PERSISTENT: u8 = 2;
@@ -119,11 +120,15 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<PendingConfirm, RuntimeError> {
+        let name = |text: &str| {
+            short_string(text)
+                .ok_or_else(|| RuntimeError::NameTooLong(truncate(text, 64).to_owned()))
+        };
         // Sending waits until the frames are written; a broker that stopped reading
         // (a blocked connection) must not hang the caller past the confirm timeout.
         let send = self.channel.basic_publish(
-            exchange.into(),
-            routing_key.into(),
+            name(exchange)?,
+            name(routing_key)?,
             BasicPublishOptions {
                 mandatory: true,
                 immediate: false,
@@ -144,20 +149,31 @@ impl Publisher {
 }
 
 /// The AMQP properties that mirror an envelope's attributes, so broker tools see them.
+///
+/// They are a mirror: an attribute too long for its property (over 255 bytes, which
+/// decoding never lets in) is left out of it, never cut or panicked on.
 pub fn properties_of<D>(envelope: &Envelope<D>) -> BasicProperties {
     let attributes = &envelope.attributes;
     let mut properties = BasicProperties::default()
-        .with_content_type(STRUCTURED_CONTENT_TYPE.into())
-        .with_delivery_mode(PERSISTENT)
-        .with_message_id(attributes.id.as_str().into())
-        .with_correlation_id(attributes.correlation_id().into())
-        .with_type(attributes.message_type.as_str().into())
-        .with_app_id(ShortString::from(truncate(&attributes.source, 255)));
+        .with_content_type(ShortString::from(STRUCTURED_CONTENT_TYPE))
+        .with_delivery_mode(PERSISTENT);
+    if let Some(id) = short_string(&attributes.id) {
+        properties = properties.with_message_id(id);
+    }
+    if let Some(correlation_id) = short_string(attributes.correlation_id()) {
+        properties = properties.with_correlation_id(correlation_id);
+    }
+    if let Some(message_type) = short_string(&attributes.message_type) {
+        properties = properties.with_type(message_type);
+    }
+    if let Some(source) = short_string(&attributes.source) {
+        properties = properties.with_app_id(source);
+    }
     if let Some(time) = attributes.time {
         properties = properties.with_timestamp(time.as_second().max(0).unsigned_abs());
     }
-    if let Some(reply_to) = &attributes.replyto {
-        properties = properties.with_reply_to(reply_to.as_str().into());
+    if let Some(reply_to) = attributes.replyto.as_deref().and_then(short_string) {
+        properties = properties.with_reply_to(reply_to);
     }
     if let Some(traceparent) = &attributes.traceparent {
         let mut headers = FieldTable::default();
@@ -212,6 +228,20 @@ mod tests {
         );
         let headers = properties.headers().as_ref().expect("headers");
         assert!(headers.inner().contains_key("traceparent"));
+    }
+
+    #[test]
+    fn attributes_too_long_for_a_property_are_left_out_of_it() {
+        let payload: EchoRequest = serde_json::from_str("{}").expect("payload");
+        let mut envelope = OutgoingEnvelope::request("/warren/test", &payload).expect("envelope");
+        envelope.attributes.correlationid = Some("c".repeat(256));
+        envelope.attributes.source = "s".repeat(300);
+        envelope.attributes.replyto = Some(format!("warren.reply.{}", "r".repeat(300)));
+        let properties = properties_of(&envelope);
+        assert_eq!(*properties.correlation_id(), None);
+        assert_eq!(*properties.app_id(), None);
+        assert_eq!(*properties.reply_to(), None);
+        assert!(properties.message_id().is_some());
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! with a busy timeout, and every write runs in an `IMMEDIATE` transaction, so writers
 //! queue up instead of failing.
 //!
-//! The store's centrepiece is the *inbox* ([`Store::process_once`]): the ids of the
-//! messages a worker has processed, recorded in the same transaction as the side effects
+//! The store's centrepiece is the *inbox* ([`Store::process_once`]): the identities
+//! (CloudEvents `source` and `id`, with a fingerprint of the content) of the messages a
+//! worker has processed, recorded in the same transaction as the side effects
 //! they caused, together with the outputs they produced. A redelivered message (the
 //! broker hands out a message again when the worker died before acking it) finds its id
 //! there, repeats no side effect, and re-sends exactly the outputs it produced the first
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use warren_messages::fault_code;
-use warren_runtime::{HandlerError, Outputs};
+use warren_runtime::{HandlerError, MessageIdentity, Outputs};
 
 /// The SQLite library, re-exported so a worker's SQL uses exactly the version the store
 /// was built with.
@@ -36,12 +37,30 @@ pub use rusqlite;
 /// How long a statement waits for another instance's write lock before it fails.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The inbox table: one row per processed message, with the outputs it produced.
+/// The inbox table: one row per processed message, keyed by its CloudEvents identity
+/// (`source` and `id`), with a fingerprint of its content and the outputs it produced.
 const INBOX_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS inbox (
-    message_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
     outputs TEXT NOT NULL,
-    processed_at TEXT NOT NULL
+    processed_at TEXT NOT NULL,
+    PRIMARY KEY (source, message_id)
 )";
+
+/// Moves an inbox of warren 0.1 (keyed by the message id alone, no fingerprint) to the
+/// current table, in one transaction. Its rows keep an empty source, so they no longer
+/// match a message: they only record what was processed.
+fn migrate_id_only_inbox(connection: &Connection) -> rusqlite::Result<()> {
+    connection.execute_batch(&format!(
+        "BEGIN IMMEDIATE;
+         ALTER TABLE inbox RENAME TO inbox_by_id;
+         {INBOX_SCHEMA};
+         INSERT INTO inbox SELECT '', message_id, '', outputs, processed_at FROM inbox_by_id;
+         DROP TABLE inbox_by_id;
+         COMMIT;"
+    ))
+}
 
 /// Why a store could not be opened or read.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +146,17 @@ impl Store {
         connection
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(sqlite)?;
+        let id_only_inbox: bool = connection
+            .query_row(
+                "SELECT COUNT(*) = 1 FROM sqlite_master WHERE type = 'table' AND name = 'inbox' \
+                 AND sql NOT LIKE '%fingerprint%'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(sqlite)?;
+        if id_only_inbox {
+            migrate_id_only_inbox(&connection).map_err(sqlite)?;
+        }
         connection.execute_batch(INBOX_SCHEMA).map_err(sqlite)?;
         if !schema_sql.trim().is_empty() {
             connection.execute_batch(schema_sql).map_err(sqlite)?;
@@ -142,12 +172,17 @@ impl Store {
         &self.path
     }
 
-    /// Processes the message `message_id` at most once: the inbox.
+    /// Processes the message `identity` names at most once: the inbox.
     ///
-    /// In one `IMMEDIATE` transaction, looks `message_id` up in the inbox:
-    /// - when it is there, returns the outputs recorded for it, without calling `work`;
-    /// - otherwise calls `work` with the transaction. On `Ok`, records the message id
-    ///   and the outputs and commits, so the side effects `work` wrote and the record of
+    /// In one `IMMEDIATE` transaction, looks the message's `source` and `id` up in the
+    /// inbox:
+    /// - when they are there with the same fingerprint (a redelivery), returns the
+    ///   outputs recorded for it, without calling `work`;
+    /// - when they are there with another fingerprint, another message reuses the
+    ///   identity: fails permanently with [`fault_code::REUSED_ID`], without calling
+    ///   `work`; the message is never answered with another's outputs;
+    /// - otherwise calls `work` with the transaction. On `Ok`, records the identity and
+    ///   the outputs and commits, so the side effects `work` wrote and the record of
     ///   them are kept together or not at all. On `Err`, rolls back: nothing is kept and
     ///   nothing recorded, so a retry runs `work` again.
     ///
@@ -155,23 +190,34 @@ impl Store {
     /// transient: retrying later may help.
     pub fn process_once(
         &self,
-        message_id: &str,
+        identity: &MessageIdentity<'_>,
         work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<Outputs, HandlerError>,
     ) -> Result<Outputs, HandlerError> {
+        let message_id = identity.id;
         blocking(|| {
             let mut connection = self.lock();
             let transaction = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|error| self.transient("begin", error))?;
-            let recorded: Option<String> = transaction
+            let recorded: Option<(String, String)> = transaction
                 .query_row(
-                    "SELECT outputs FROM inbox WHERE message_id = ?1",
-                    [message_id],
-                    |row| row.get(0),
+                    "SELECT fingerprint, outputs FROM inbox WHERE source = ?1 AND message_id = ?2",
+                    [identity.source, message_id],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()
                 .map_err(|error| self.transient("read the inbox", error))?;
-            if let Some(recorded) = recorded {
+            if let Some((fingerprint, recorded)) = recorded {
+                if fingerprint != identity.fingerprint {
+                    return Err(HandlerError::permanent(
+                        fault_code::REUSED_ID,
+                        format!(
+                            "message id {message_id:?} from {:?} was already used by a message \
+                             with other content; ids must be unique per source",
+                            identity.source
+                        ),
+                    ));
+                }
                 // Dropping the transaction ends it; it changed nothing.
                 return serde_json::from_str(&recorded).map_err(|error| {
                     HandlerError::permanent(
@@ -194,8 +240,15 @@ impl Store {
             })?;
             transaction
                 .execute(
-                    "INSERT INTO inbox (message_id, outputs, processed_at) VALUES (?1, ?2, ?3)",
-                    [message_id, &serialized, &jiff::Timestamp::now().to_string()],
+                    "INSERT INTO inbox (source, message_id, fingerprint, outputs, processed_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    [
+                        identity.source,
+                        message_id,
+                        &identity.fingerprint,
+                        &serialized,
+                        &jiff::Timestamp::now().to_string(),
+                    ],
                 )
                 .map_err(|error| self.transient("record in the inbox", error))?;
             transaction
@@ -297,6 +350,15 @@ mod tests {
         }
     }
 
+    /// The identity of a message `message_id` from `/test`.
+    fn id(message_id: &'static str) -> MessageIdentity<'static> {
+        MessageIdentity {
+            source: "/test",
+            id: message_id,
+            fingerprint: "same content".into(),
+        }
+    }
+
     fn reply(text: &str) -> Outputs {
         let payload: EchoReplied = serde_json::from_str(text).expect("payload");
         Outputs::reply(&payload).expect("outputs")
@@ -351,13 +413,13 @@ mod tests {
         let store = temp.open();
         let runs = Cell::new(0);
         let first = store
-            .process_once("message-1", |transaction| {
+            .process_once(&id("message-1"), |transaction| {
                 runs.set(runs.get() + 1);
                 add_effect(transaction, r#"{"n":1}"#)
             })
             .expect("first");
         let second = store
-            .process_once("message-1", |transaction| {
+            .process_once(&id("message-1"), |transaction| {
                 runs.set(runs.get() + 1);
                 add_effect(transaction, r#"{"n":2}"#)
             })
@@ -368,7 +430,7 @@ mod tests {
         assert_eq!(store.processed_count().expect("count"), 1);
 
         let other = store
-            .process_once("message-2", |transaction| {
+            .process_once(&id("message-2"), |transaction| {
                 runs.set(runs.get() + 1);
                 add_effect(transaction, r#"{"n":1}"#)
             })
@@ -384,11 +446,68 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_identity_is_refused_and_another_source_is_another_message() {
+        let temp = TempStore::new();
+        let store = temp.open();
+        store
+            .process_once(&id("message-1"), |transaction| {
+                add_effect(transaction, "{}")
+            })
+            .expect("first");
+        let reused = MessageIdentity {
+            fingerprint: "other content".into(),
+            ..id("message-1")
+        };
+        let error = store
+            .process_once(&reused, |_| panic!("work must not run for a reused id"))
+            .expect_err("reused");
+        assert!(
+            matches!(&error, HandlerError::Permanent { code, .. } if code == fault_code::REUSED_ID),
+            "{error:?}"
+        );
+        let elsewhere = MessageIdentity {
+            source: "/elsewhere",
+            fingerprint: "other content".into(),
+            ..id("message-1")
+        };
+        store
+            .process_once(&elsewhere, |transaction| add_effect(transaction, "{}"))
+            .expect("the same id from another source is another message");
+        assert_eq!(effect_count(&store), 2);
+        assert_eq!(store.processed_count().expect("count"), 2);
+    }
+
+    #[test]
+    fn an_inbox_keyed_by_id_alone_is_migrated() {
+        let temp = TempStore::new();
+        {
+            std::fs::create_dir_all(temp.path().parent().expect("folder")).expect("folder");
+            let old = Connection::open(temp.path()).expect("open");
+            old.execute_batch(
+                "CREATE TABLE inbox (message_id TEXT PRIMARY KEY, outputs TEXT NOT NULL, \
+                 processed_at TEXT NOT NULL);
+                 INSERT INTO inbox VALUES ('old-1', '[]', '2026-11-01T00:00:00Z');",
+            )
+            .expect("old inbox");
+        }
+        let store = temp.open();
+        assert_eq!(store.processed_count().expect("count"), 1);
+        store
+            .process_once(&id("message-1"), |transaction| {
+                add_effect(transaction, "{}")
+            })
+            .expect("works after the migration");
+        assert_eq!(store.processed_count().expect("count"), 2);
+        drop(store);
+        assert_eq!(temp.open().processed_count().expect("reopened"), 2);
+    }
+
+    #[test]
     fn an_error_rolls_back_and_records_nothing() {
         let temp = TempStore::new();
         let store = temp.open();
         let error = store
-            .process_once("message-1", |transaction| {
+            .process_once(&id("message-1"), |transaction| {
                 add_effect(transaction, "{}")?;
                 Err(HandlerError::permanent("out_of_stock", "none left"))
             })
@@ -403,7 +522,7 @@ mod tests {
         // The message was not recorded, so a retry runs the work.
         let runs = Cell::new(0);
         store
-            .process_once("message-1", |transaction| {
+            .process_once(&id("message-1"), |transaction| {
                 runs.set(runs.get() + 1);
                 add_effect(transaction, "{}")
             })
@@ -417,7 +536,7 @@ mod tests {
         let temp = TempStore::new();
         let store = temp.open();
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _ = store.process_once("message-1", |transaction| {
+            let _ = store.process_once(&id("message-1"), |transaction| {
                 let _ = add_effect(transaction, "{}");
                 panic!("the handler panicked");
             });
@@ -426,7 +545,9 @@ mod tests {
         assert_eq!(effect_count(&store), 0);
         assert_eq!(store.processed_count().expect("count"), 0);
         store
-            .process_once("message-1", |transaction| add_effect(transaction, "{}"))
+            .process_once(&id("message-1"), |transaction| {
+                add_effect(transaction, "{}")
+            })
             .expect("after the panic");
         assert_eq!(effect_count(&store), 1);
     }
@@ -437,7 +558,7 @@ mod tests {
         let first = {
             let store = temp.open();
             store
-                .process_once("message-1", |transaction| {
+                .process_once(&id("message-1"), |transaction| {
                     add_effect(transaction, r#"{"kept":true}"#)
                 })
                 .expect("first")
@@ -446,7 +567,7 @@ mod tests {
         assert_eq!(store.processed_count().expect("count"), 1);
         assert_eq!(effect_count(&store), 1);
         let replayed = store
-            .process_once("message-1", |_| panic!("work must not run again"))
+            .process_once(&id("message-1"), |_| panic!("work must not run again"))
             .expect("replayed");
         assert_eq!(json(&first), json(&replayed));
     }
@@ -457,10 +578,14 @@ mod tests {
         let one = temp.open();
         let two = temp.open();
         let first = one
-            .process_once("message-1", |transaction| add_effect(transaction, "{}"))
+            .process_once(&id("message-1"), |transaction| {
+                add_effect(transaction, "{}")
+            })
             .expect("first");
         let second = two
-            .process_once("message-1", |_| panic!("the other instance processed it"))
+            .process_once(&id("message-1"), |_| {
+                panic!("the other instance processed it")
+            })
             .expect("second");
         assert_eq!(json(&first), json(&second));
         assert_eq!(effect_count(&two), 1);
@@ -471,10 +596,12 @@ mod tests {
         let temp = TempStore::new();
         let store = temp.open();
         let first = store
-            .process_once("message-1", |transaction| add_effect(transaction, "{}"))
+            .process_once(&id("message-1"), |transaction| {
+                add_effect(transaction, "{}")
+            })
             .expect("first");
         let second = store
-            .process_once("message-1", |_| panic!("already processed"))
+            .process_once(&id("message-1"), |_| panic!("already processed"))
             .expect("second");
         assert_eq!(json(&first), json(&second));
         assert_eq!(store.processed_count().expect("count"), 1);
@@ -489,7 +616,7 @@ mod tests {
         ));
         let store = temp.open();
         let error = store
-            .process_once("message-1", |transaction| {
+            .process_once(&id("message-1"), |transaction| {
                 transaction
                     .execute("INSERT INTO missing_table VALUES (1)", [])
                     .map_err(|error| HandlerError::transient(error.to_string()))?;

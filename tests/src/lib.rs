@@ -19,6 +19,7 @@ pub mod broker_node;
 pub mod checker;
 pub mod fleet_check;
 pub mod proxy;
+pub mod raw_amqp;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -229,7 +230,17 @@ impl Vhost {
     /// # Panics
     /// When the binary cannot be started, exits early or is not ready in time.
     pub async fn start_worker(&self, binary: &str, args: &[&str]) -> Worker {
-        let mut worker = Worker::spawn(self, binary, args);
+        self.start_worker_with_env(binary, args, &[]).await
+    }
+
+    /// Like [`Vhost::start_worker`], with environment variables `env` set for it too.
+    pub async fn start_worker_with_env(
+        &self,
+        binary: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Worker {
+        let mut worker = Worker::spawn_with_env(self, binary, args, env);
         worker.wait_ready().await;
         worker
     }
@@ -241,11 +252,18 @@ impl Vhost {
     /// # Panics
     /// When the CLI cannot be started or runs longer than [`CLI_TIMEOUT`].
     pub async fn warren(&self, args: &[&str]) -> CliOutput {
+        self.warren_with_env(args, &[]).await
+    }
+
+    /// Like [`Vhost::warren`], with environment variables `env` set too (over the
+    /// vhost's `WARREN_AMQP_URL`, if one of them is that).
+    pub async fn warren_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
         let mut command = Command::new(bin_path("warren"));
         command
             .args(args)
             .env("WARREN_AMQP_URL", &self.amqp_url)
             .env("WARREN_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -356,8 +374,16 @@ pub fn attribute<'a>(envelope: &'a Value, name: &str) -> Option<&'a str> {
     envelope.get(name).and_then(Value::as_str)
 }
 
-/// Copies each line `reader` produces to the test's stderr, prefixed by `prefix`.
-fn forward_lines(prefix: String, reader: impl AsyncRead + Unpin + Send + 'static) {
+/// The lines a child process printed, shared with the task that reads them.
+type CapturedLines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Copies each line `reader` produces to the test's stderr, prefixed by `prefix`, and
+/// keeps it in `captured`.
+fn forward_lines(
+    prefix: String,
+    reader: impl AsyncRead + Unpin + Send + 'static,
+    captured: CapturedLines,
+) {
     tokio::spawn(async move {
         let mut reader = BufReader::new(reader);
         let mut line = Vec::new();
@@ -365,7 +391,14 @@ fn forward_lines(prefix: String, reader: impl AsyncRead + Unpin + Send + 'static
             line.clear();
             match reader.read_until(b'\n', &mut line).await {
                 Ok(0) => break,
-                Ok(_) => eprintln!("{prefix} {}", String::from_utf8_lossy(&line).trim_end()),
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+                    eprintln!("{prefix} {text}");
+                    captured
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(text);
+                }
                 Err(error) => {
                     eprintln!("{prefix} <cannot read output: {error}>");
                     break;
@@ -382,6 +415,7 @@ pub struct Worker {
     binary: String,
     pid: u32,
     child: Child,
+    output: CapturedLines,
     amqp_url: String,
     work_queue: String,
 }
@@ -394,10 +428,21 @@ impl Worker {
     /// # Panics
     /// When the binary is missing or cannot be started.
     pub fn spawn(vhost: &Vhost, binary: &str, args: &[&str]) -> Worker {
+        Self::spawn_with_env(vhost, binary, args, &[])
+    }
+
+    /// Like [`Worker::spawn`], with environment variables `env` set for it too.
+    pub fn spawn_with_env(
+        vhost: &Vhost,
+        binary: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Worker {
         let mut child = Command::new(bin_path(binary))
             .args(args)
             .env("WARREN_AMQP_URL", vhost.amqp_url())
             .env("WARREN_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -408,17 +453,19 @@ impl Worker {
             .id()
             .expect("a process that was just started has an id");
         let prefix = format!("[{binary}:{pid}]");
+        let output = CapturedLines::default();
         if let Some(stdout) = child.stdout.take() {
-            forward_lines(prefix.clone(), stdout);
+            forward_lines(prefix.clone(), stdout, output.clone());
         }
         if let Some(stderr) = child.stderr.take() {
-            forward_lines(prefix, stderr);
+            forward_lines(prefix, stderr, output.clone());
         }
         let worker_name = binary.strip_prefix("warren-").unwrap_or(binary);
         Worker {
             binary: binary.to_owned(),
             pid,
             child,
+            output,
             amqp_url: vhost.amqp_url().to_owned(),
             work_queue: format!("warren.{worker_name}"),
         }
@@ -427,6 +474,14 @@ impl Worker {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// Every line the process printed so far (stdout and stderr, as they came).
+    pub fn output_lines(&self) -> Vec<String> {
+        self.output
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The worker's work queue, `warren.<name>`.

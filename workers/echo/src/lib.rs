@@ -38,13 +38,11 @@ mod tests {
     #[tokio::test]
     async fn replies_with_the_same_object() {
         let attributes = Attributes::request::<EchoRequest>("/test");
-        let payload: EchoRequest = serde_json::from_str(r#"{"hello":"world"}"#).expect("payload");
+        let data =
+            serde_json::value::RawValue::from_string(r#"{"hello":"world"}"#.into()).expect("JSON");
+        let incoming = Incoming::decode(&attributes, &data).expect("an echo request");
         let outputs = EchoHandler
-            .handle(Incoming {
-                attributes: &attributes,
-                payload,
-                delivery_count: 0,
-            })
+            .handle(incoming)
             .await
             .expect("echo never fails");
         assert_eq!(outputs.len(), 1);

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use warren_messages::{Inbound, Payload, TallyAdd, TallyAdded, TallyGet, TallyTotal};
-use warren_runtime::{Handler, HandlerError, Incoming, Manifest, Outputs};
+use warren_runtime::{Handler, HandlerError, Incoming, Manifest, MessageIdentity, Outputs};
 use warren_store::rusqlite::{self, OptionalExtension};
 use warren_store::{Store, StoreError};
 
@@ -144,7 +144,11 @@ impl TallyHandler {
         &self.store
     }
 
-    async fn add(&self, message_id: &str, add: TallyAdd) -> Result<Outputs, HandlerError> {
+    async fn add(
+        &self,
+        identity: &MessageIdentity<'_>,
+        add: TallyAdd,
+    ) -> Result<Outputs, HandlerError> {
         check_key(&add.key)?;
         if let Some((prefix, delay)) = &self.failpoints.slow_keys
             && add.key.starts_with(prefix.as_str())
@@ -160,7 +164,7 @@ impl TallyHandler {
             )));
         }
         let mut committed = false;
-        let outputs = self.store.process_once(message_id, |transaction| {
+        let outputs = self.store.process_once(identity, |transaction| {
             let total = add_to_total(transaction, &add)?;
             committed = true;
             Outputs::reply(&TallyAdded {
@@ -175,7 +179,8 @@ impl TallyHandler {
             if self.failpoints.crash_after_commit == Some(commits) {
                 eprintln!(
                     "warren-tally: failpoint crash_after_commit:{commits} reached after \
-                     message {message_id}; aborting"
+                     message {}; aborting",
+                    identity.id
                 );
                 std::process::abort();
             }
@@ -208,8 +213,9 @@ impl Handler for TallyHandler {
     type Input = TallyCommand;
 
     async fn handle(&self, message: Incoming<'_, TallyCommand>) -> Result<Outputs, HandlerError> {
+        let identity = message.identity();
         match message.payload {
-            TallyCommand::Add(add) => self.add(&message.attributes.id, add).await,
+            TallyCommand::Add(add) => self.add(&identity, add).await,
             TallyCommand::Get(get) => self.get(get),
         }
     }
@@ -428,13 +434,14 @@ mod tests {
             attributes: &Attributes,
             command: TallyCommand,
         ) -> Result<Outputs, HandlerError> {
-            self.handler
-                .handle(Incoming {
-                    attributes,
-                    payload: command,
-                    delivery_count: 0,
-                })
-                .await
+            let data = match &command {
+                TallyCommand::Add(add) => serde_json::value::to_raw_value(add),
+                TallyCommand::Get(get) => serde_json::value::to_raw_value(get),
+            }
+            .expect("payloads serialize");
+            let incoming = Incoming::<TallyCommand>::decode(attributes, &data)
+                .expect("the payload decodes as it was encoded");
+            self.handler.handle(incoming).await
         }
 
         async fn add(&self, key: &str, amount: i64) -> Result<Outputs, HandlerError> {
@@ -537,6 +544,34 @@ mod tests {
         );
         assert_eq!(tally.total("k").await["total"], 5);
         assert_eq!(tally.handler.store().processed_count().expect("count"), 1);
+    }
+
+    #[tokio::test]
+    async fn another_message_reusing_an_id_is_refused_not_answered_with_the_first_result() {
+        let tally = TempTally::new();
+        let attributes = Attributes::request::<TallyAdd>("/test");
+        tally
+            .send(&attributes, add_command("k", 5))
+            .await
+            .expect("first");
+        let error = tally
+            .send(&attributes, add_command("other", 7))
+            .await
+            .expect_err("the same id with other content");
+        assert_eq!(
+            permanent_code(&error),
+            warren_messages::fault_code::REUSED_ID
+        );
+        assert_eq!(tally.total("other").await["total"], 0);
+        assert_eq!(tally.total("k").await["total"], 5);
+
+        let mut elsewhere = attributes.clone();
+        elsewhere.source = "/elsewhere".into();
+        let outputs = tally
+            .send(&elsewhere, add_command("other", 7))
+            .await
+            .expect("the same id from another source is another message");
+        assert_eq!(reply_data(&outputs)["total"], 7);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
