@@ -23,17 +23,7 @@ impl Manifest {
     /// Checks that the manifest consumes exactly the types the handler's input decodes.
     pub fn check_against<I: Inbound>(&self) -> Result<(), String> {
         let consumed: Vec<&str> = self.commands.iter().chain(self.events).copied().collect();
-        if self.name.is_empty()
-            || !self
-                .name
-                .bytes()
-                .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
-        {
-            return Err(format!(
-                "worker name {:?} must be lowercase letters, digits and '-'",
-                self.name
-            ));
-        }
+        crate::topology::check_worker_name(self.name)?;
         for message_type in I::types() {
             if !consumed.contains(message_type) {
                 return Err(format!(

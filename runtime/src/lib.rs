@@ -17,7 +17,6 @@ mod publisher;
 mod worker;
 
 pub mod config;
-pub mod dead_letters;
 pub mod delivery;
 pub mod headers;
 pub mod shutdown;

@@ -31,6 +31,31 @@ pub const RETRIES_EXCHANGE: &str = "warren.retries";
 /// Every reply queue's name starts with this.
 pub const REPLY_QUEUE_PREFIX: &str = "warren.reply.";
 
+/// The longest worker name: a DNS label's 63 bytes, since the name also names the
+/// worker's binary (`warren-<name>`), its compose service and its queues.
+pub const MAX_WORKER_NAME: usize = 63;
+
+/// Checks a worker name, the one rule for it: a lowercase ASCII letter, then lowercase
+/// letters, digits and `-`, at most [`MAX_WORKER_NAME`] bytes.
+pub fn check_worker_name(name: &str) -> Result<(), String> {
+    let mut bytes = name.bytes();
+    let starts_with_a_letter = bytes.next().is_some_and(|first| first.is_ascii_lowercase());
+    let rest_allowed =
+        bytes.all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-');
+    if !starts_with_a_letter || !rest_allowed {
+        return Err(format!(
+            "{name:?} is not a worker name: a lowercase letter, then lowercase letters, \
+             digits and '-'"
+        ));
+    }
+    if name.len() > MAX_WORKER_NAME {
+        return Err(format!(
+            "the worker name {name:?} is longer than {MAX_WORKER_NAME} bytes"
+        ));
+    }
+    Ok(())
+}
+
 /// The work queue of `worker`.
 pub fn work_queue_name(worker: &str) -> String {
     format!("warren.{worker}")
@@ -233,6 +258,31 @@ pub async fn declare_reply_queue(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn worker_names_follow_one_rule() {
+        for good in [
+            "echo",
+            "tally",
+            "orders-v2",
+            "a",
+            &"w".repeat(MAX_WORKER_NAME),
+        ] {
+            assert_eq!(check_worker_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "Echo",
+            "2fa",
+            "-x",
+            "echo worker",
+            "echo_1",
+            "é",
+            &"w".repeat(MAX_WORKER_NAME + 1),
+        ] {
+            assert!(check_worker_name(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -1,0 +1,8 @@
+//! warren's operator tooling: what people run against a fleet, as opposed to what runs
+//! in it. The `warren` CLI uses it; no worker links it.
+//!
+//! - [`dead_letters`]: read a worker's dead-letter queue in order without losing
+//!   anything, sum each message up, replay dead letters to where they came from (the
+//!   copy confirmed before the original is removed), purge.
+
+pub mod dead_letters;
