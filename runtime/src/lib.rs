@@ -9,11 +9,13 @@
 //! their outcomes.
 
 mod connection;
-mod consumer;
+mod decision;
 mod error;
 mod handler;
+mod message;
 mod originator;
 mod publisher;
+mod session;
 mod worker;
 
 pub mod config;

@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Overrides, Settings};
 use crate::connection::reconnect_delays;
-use crate::consumer::{WorkerCore, run_session};
 use crate::error::RuntimeError;
 use crate::handler::{Handler, Manifest};
+use crate::session::{WorkerCore, run_session};
 
 /// A session that stayed up this long counts as healthy: the next failure starts the
 /// back-off from its shortest delay again.

@@ -1,0 +1,394 @@
+//! The per-message path: decode, handle, decide ([`crate::decision`]), then carry the
+//! decision out: publish the outputs, or retry later, or dead-letter and fault; wait for
+//! the broker's confirms; ack.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use jiff::Timestamp;
+use lapin::message::Delivery;
+use lapin::types::FieldTable;
+use serde_json::value::RawValue;
+use tracing::Instrument;
+use warren_messages::{Attributes, Envelope, Fault, Payload};
+
+use crate::decision::{Action, Fact, Rejection, attempts_so_far, decide, panic_message};
+use crate::delivery::{ack_within, decode_delivery, salvage};
+use crate::error::RuntimeError;
+use crate::handler::{Handler, Incoming, Outputs, Route};
+use crate::headers::{
+    DeadLetterFacts, X_DELIVERY_COUNT, dead_letter_properties, header_count, is_death_header,
+};
+use crate::publisher::{Delivered, PendingConfirm, Publisher, properties_of, truncate};
+use crate::session::WorkerCore;
+use crate::topology::{
+    COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, REPLIES_EXCHANGE, RETRIES_EXCHANGE,
+    is_valid_reply_queue, retry_queue_name,
+};
+
+/// The most of an error's text kept in a dead-letter header or a fault.
+const MAX_ERROR_TEXT: usize = 2048;
+
+/// The most of a fault code kept: codes are short snake_case words.
+const MAX_CODE_TEXT: usize = 64;
+
+/// What processes a session's deliveries: the worker, and the session's publisher.
+pub(crate) struct Processor<'s, H> {
+    pub(crate) core: &'s WorkerCore<H>,
+    pub(crate) publisher: &'s Publisher,
+    /// The connection's largest frame: a message's properties must fit in one.
+    pub(crate) frame_max: usize,
+}
+
+impl<H: Handler> Processor<'_, H> {
+    /// The per-message path. `Err` only for broker failures, which end the session
+    /// with the delivery unacked (it is redelivered).
+    pub(crate) async fn process(&self, delivery: Delivery) -> Result<(), RuntimeError> {
+        let envelope =
+            match decode_delivery(&delivery.data, &delivery.properties, &self.core.limits) {
+                Ok(envelope) => envelope,
+                Err(error) => {
+                    let attributes =
+                        salvage(&delivery.data, &delivery.properties, &self.core.limits);
+                    tracing::warn!(
+                        message_id = %attributes.id,
+                        reason = error.reason_code(),
+                        error = %error,
+                        "bad input: dead-lettering"
+                    );
+                    let action = decide(Fact::BadInput(error), 1, &self.core.settings.retry);
+                    return self.carry_out(&delivery, &attributes, action, 1).await;
+                }
+            };
+        let attributes = &envelope.attributes;
+        let span = tracing::info_span!(
+            "message",
+            message_id = %attributes.id,
+            correlation_id = %attributes.correlation_id(),
+            message_type = %attributes.message_type,
+            trace_id = tracing::field::Empty,
+        );
+        // Formatted into the span only when it is recorded: no allocation otherwise.
+        if !span.is_disabled()
+            && let Some(trace) = attributes.trace_parent()
+        {
+            span.record(
+                "trace_id",
+                tracing::field::display(format_args!("{:032x}", trace.trace_id)),
+            );
+        }
+        self.process_envelope(&delivery, &envelope)
+            .instrument(span)
+            .await
+    }
+
+    /// Finds what becomes of a decoded message (its deadline, its payload, the
+    /// handler's answer), decides, and carries the decision out.
+    async fn process_envelope(
+        &self,
+        delivery: &Delivery,
+        envelope: &Envelope<&RawValue>,
+    ) -> Result<(), RuntimeError> {
+        let attributes = &envelope.attributes;
+        let headers = delivery.properties.headers().as_ref();
+        let delivery_count = header_count(headers, X_DELIVERY_COUNT).unwrap_or(0);
+        let attempts = attempts_so_far(
+            headers,
+            delivery.exchange.as_str() == RETRIES_EXCHANGE,
+            &self.core.retry_queue_prefix,
+        );
+        let fact = if attributes.is_past_deadline(Timestamp::now()) {
+            tracing::info!("deadline passed before the work started");
+            Fact::PastDeadline
+        } else {
+            match envelope.decode_data::<H::Input>() {
+                Err(error) => {
+                    tracing::warn!(reason = error.reason_code(), error = %error, "bad input: dead-lettering");
+                    Fact::BadInput(error)
+                }
+                Ok(payload) => {
+                    let incoming =
+                        Incoming::new(attributes, payload, envelope.data, delivery_count);
+                    match AssertUnwindSafe(self.core.handler.handle(incoming))
+                        .catch_unwind()
+                        .await
+                    {
+                        Ok(handled) => Fact::Handled(handled),
+                        Err(panic) => Fact::Panicked(panic_message(panic.as_ref())),
+                    }
+                }
+            }
+        };
+        let action = decide(fact, attempts, &self.core.settings.retry);
+        self.carry_out(delivery, attributes, action, attempts).await
+    }
+
+    /// Does what was decided.
+    async fn carry_out(
+        &self,
+        delivery: &Delivery,
+        attributes: &Attributes,
+        action: Action,
+        attempts: u32,
+    ) -> Result<(), RuntimeError> {
+        match action {
+            Action::Publish(outputs) => {
+                self.publish_outputs(delivery, attributes, outputs, attempts)
+                    .await
+            }
+            Action::RetryLater { delay } => {
+                tracing::warn!(attempts, ?delay, "handler failed: retrying later");
+                self.retry_later(delivery, delay).await
+            }
+            Action::Reject(rejection) => {
+                if rejection.stage == "handle" {
+                    tracing::warn!(
+                        reason = %rejection.reason,
+                        error = %rejection.error,
+                        attempts,
+                        "handler failed for good: dead-lettering"
+                    );
+                }
+                self.reject(delivery, attributes, rejection, attempts).await
+            }
+        }
+    }
+
+    /// Publishes the handler's outputs, waits for all their confirms, then acks.
+    ///
+    /// Every output is encoded before any is published: one larger than a receiver
+    /// accepts (`limits.max_body_bytes`) fails the message as a whole
+    /// ([`Fact::OutputTooLarge`]) instead of being published and refused downstream.
+    async fn publish_outputs(
+        &self,
+        delivery: &Delivery,
+        attributes: &Attributes,
+        outputs: Outputs,
+        attempts: u32,
+    ) -> Result<(), RuntimeError> {
+        let mut encoded = Vec::with_capacity(outputs.items.len());
+        for output in &outputs.items {
+            let (exchange, routing_key) = match output.route {
+                Route::Reply => match self.reply_target(attributes) {
+                    Some(reply_to) => (REPLIES_EXCHANGE, reply_to),
+                    None => continue,
+                },
+                Route::Event => (EVENTS_EXCHANGE, &*output.message_type),
+                Route::Command => (COMMANDS_EXCHANGE, &*output.message_type),
+            };
+            let envelope = Envelope {
+                attributes: attributes.child_with_id(
+                    output.id.clone(),
+                    &output.message_type,
+                    Some(&output.schema),
+                    &self.core.source,
+                ),
+                data: &output.data,
+            };
+            let body = envelope.to_json_vec()?;
+            let limit = self.core.limits.max_body_bytes;
+            if body.len() > limit {
+                tracing::warn!(
+                    output_type = %output.message_type,
+                    size = body.len(),
+                    limit,
+                    "an output is larger than its receiver accepts: dead-lettering"
+                );
+                let fact = Fact::OutputTooLarge {
+                    message_type: output.message_type.to_string(),
+                    size: body.len(),
+                    limit,
+                };
+                let action = decide(fact, attempts, &self.core.settings.retry);
+                return Box::pin(self.carry_out(delivery, attributes, action, attempts)).await;
+            }
+            encoded.push((
+                output,
+                exchange,
+                routing_key,
+                body,
+                properties_of(&envelope),
+            ));
+        }
+        let mut pending = Vec::with_capacity(encoded.len());
+        for (output, exchange, routing_key, body, properties) in encoded {
+            let confirm = self
+                .publisher
+                .publish_raw(exchange, routing_key, &body, properties)
+                .await?;
+            pending.push((output.route, &*output.message_type, confirm));
+        }
+        for (route, message_type, confirm) in pending {
+            if confirm.wait().await? == Delivered::Returned {
+                match route {
+                    Route::Reply => {
+                        tracing::warn!("the reply queue is gone; the outcome was dropped")
+                    }
+                    Route::Event => {
+                        tracing::debug!(message_type, "no queue subscribes to this event")
+                    }
+                    Route::Command => {
+                        let fact = Fact::CommandReturned {
+                            message_type: message_type.to_owned(),
+                        };
+                        let action = decide(fact, attempts, &self.core.settings.retry);
+                        return Box::pin(self.carry_out(delivery, attributes, action, attempts))
+                            .await;
+                    }
+                }
+            }
+        }
+        tracing::debug!(outputs = outputs.items.len(), "handled");
+        self.ack(delivery).await
+    }
+
+    /// Dead-letters the message (when the rejection says so) and faults the originator,
+    /// waits for both confirms, then acks.
+    async fn reject(
+        &self,
+        delivery: &Delivery,
+        attributes: &Attributes,
+        rejection: Rejection,
+        attempts: u32,
+    ) -> Result<(), RuntimeError> {
+        let dead_letter = if rejection.dead_letter {
+            Some(self.dead_letter(delivery, &rejection, attempts).await?)
+        } else {
+            None
+        };
+        let fault = match self.reply_target(attributes) {
+            Some(reply_to) => Some(
+                self.send_fault(attributes, reply_to, rejection, attempts)
+                    .await?,
+            ),
+            None => None,
+        };
+        if let Some(confirm) = dead_letter {
+            confirm.wait_routed().await?;
+        }
+        if let Some(confirm) = fault
+            && confirm.wait().await? == Delivered::Returned
+        {
+            tracing::warn!("the reply queue is gone; the fault was dropped");
+        }
+        self.ack(delivery).await
+    }
+
+    /// Moves the message to the delay queue for `delay`; the broker brings it back to
+    /// the work queue when the delay is over. Acks once the copy is confirmed.
+    async fn retry_later(&self, delivery: &Delivery, delay: Duration) -> Result<(), RuntimeError> {
+        let from_retry = delivery.exchange.as_str() == RETRIES_EXCHANGE;
+        let mut headers = FieldTable::default();
+        for (key, value) in delivery.properties.headers().iter().flat_map(|h| h.inner()) {
+            let name = key.as_str();
+            // Death counts start clean on the first hop (a publisher could have forged
+            // them); after that they are the broker's own.
+            if !name.eq_ignore_ascii_case(X_DELIVERY_COUNT)
+                && (from_retry || !is_death_header(name))
+            {
+                headers.insert(key.clone(), value.clone());
+            }
+        }
+        let properties = delivery.properties.clone().with_headers(headers);
+        let queue = retry_queue_name(self.core.manifest.name, delay);
+        self.publisher
+            .publish_raw("", &queue, &delivery.data, properties)
+            .await?
+            .wait_routed()
+            .await?;
+        self.ack(delivery).await
+    }
+
+    /// Publishes a copy of the message to the dead-letter exchange, with the reason in
+    /// `x-warren-*` headers. The copy always fits a frame (see
+    /// [`crate::headers::with_added_headers`]): a copy the broker refused would cost the
+    /// session.
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        rejection: &Rejection,
+        attempts: u32,
+    ) -> Result<PendingConfirm, RuntimeError> {
+        let properties = dead_letter_properties(
+            &delivery.properties,
+            &DeadLetterFacts {
+                reason: &rejection.reason,
+                error: &rejection.error,
+                worker: self.core.manifest.name,
+                exchange: delivery.exchange.as_str(),
+                routing_key: delivery.routing_key.as_str(),
+                attempts,
+            },
+            self.frame_max,
+        );
+        self.publisher
+            .publish_raw(
+                DEAD_LETTER_EXCHANGE,
+                self.core.manifest.name,
+                &delivery.data,
+                properties,
+            )
+            .await
+    }
+
+    /// Sends the originator a fault. Its `details` (the handler's, of any size) are
+    /// left out when they would make the fault larger than a receiver accepts.
+    async fn send_fault(
+        &self,
+        attributes: &Attributes,
+        reply_to: &str,
+        rejection: Rejection,
+        attempts: u32,
+    ) -> Result<PendingConfirm, RuntimeError> {
+        let fault = Fault {
+            code: truncate(&rejection.fault_code, MAX_CODE_TEXT).to_owned(),
+            message: truncate(&rejection.error, MAX_ERROR_TEXT).to_owned(),
+            retryable: rejection.retryable,
+            worker: self.core.manifest.name.to_owned(),
+            stage: rejection.stage.to_owned(),
+            attempts,
+            details: rejection.details,
+        };
+        let mut envelope = Envelope {
+            attributes: attributes.child_of_type(
+                Fault::TYPE,
+                Some(Fault::SCHEMA),
+                &self.core.source,
+            ),
+            data: fault,
+        };
+        let mut body = envelope.to_json_vec()?;
+        if body.len() > self.core.limits.max_body_bytes {
+            envelope.data.details = serde_json::json!({
+                "left_out": "the details made the fault larger than a receiver accepts"
+            });
+            body = envelope.to_json_vec()?;
+        }
+        self.publisher
+            .publish_raw(REPLIES_EXCHANGE, reply_to, &body, properties_of(&envelope))
+            .await
+    }
+
+    /// Acks `delivery`, bounded by the confirm timeout: an ack that cannot be written
+    /// (the broker stopped reading) fails the session instead of hanging it.
+    async fn ack(&self, delivery: &Delivery) -> Result<(), RuntimeError> {
+        ack_within(
+            &delivery.acker,
+            false,
+            self.core.settings.amqp.confirm_timeout(),
+        )
+        .await
+    }
+
+    /// Where outcomes for this message go: its `replyto` when it names a reply queue.
+    fn reply_target<'a>(&self, attributes: &'a Attributes) -> Option<&'a str> {
+        let reply_to = attributes.replyto.as_deref()?;
+        if is_valid_reply_queue(reply_to) {
+            Some(reply_to)
+        } else {
+            tracing::warn!(replyto = %truncate(reply_to, 300), "ignoring a replyto that is not a reply queue");
+            None
+        }
+    }
+}
