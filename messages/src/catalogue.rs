@@ -1,8 +1,6 @@
 //! The catalogue: every message type warren defines, as the docs list them.
 
-use crate::payload::{
-    EchoReplied, EchoRequest, Fault, Payload, Progress, TallyAdd, TallyAdded, TallyGet, TallyTotal,
-};
+use crate::payload::{Fault, Payload, Progress};
 
 /// Whether a message is a command (asks a worker to do something), an event (says
 /// something happened) or an outcome (goes back to the originator).
@@ -29,7 +27,8 @@ pub struct Entry {
     pub summary: &'static str,
 }
 
-const fn entry<P: Payload>(kind: Kind, summary: &'static str) -> Entry {
+/// The entry of payload type `P`.
+pub(crate) const fn entry<P: Payload>(kind: Kind, summary: &'static str) -> Entry {
     Entry {
         message_type: P::TYPE,
         schema: P::SCHEMA,
@@ -38,38 +37,23 @@ const fn entry<P: Payload>(kind: Kind, summary: &'static str) -> Entry {
     }
 }
 
-/// Every message type warren defines.
-pub const ENTRIES: &[Entry] = &[
-    entry::<EchoRequest>(
-        Kind::Command,
-        "Ask the echo worker to reply with this object.",
-    ),
-    entry::<EchoReplied>(
-        Kind::Outcome,
-        "The echo worker's result: the request's object.",
-    ),
+/// The message types every worker shares: the outcomes any hop may send.
+const COMMON: &[Entry] = &[
     entry::<Fault>(Kind::Outcome, "A request failed at some hop."),
     entry::<Progress>(Kind::Outcome, "News of a request before its outcome."),
-    entry::<TallyAdd>(
-        Kind::Command,
-        "Add an amount to the running total of a key.",
-    ),
-    entry::<TallyAdded>(
-        Kind::Outcome,
-        "The tally worker's result for an add: the key's new total.",
-    ),
-    entry::<TallyGet>(Kind::Command, "Ask for the running total of a key."),
-    entry::<TallyTotal>(
-        Kind::Outcome,
-        "The tally worker's result for a get: the key's total.",
-    ),
 ];
+
+/// Every message type warren defines: the common ones, then each worker's
+/// (`crate::types`).
+pub fn entries() -> impl Iterator<Item = &'static Entry> {
+    std::iter::once(COMMON)
+        .chain(crate::types::CATALOGUES.iter().copied())
+        .flatten()
+}
 
 /// The catalogue entry of `message_type`, if warren defines it.
 pub fn lookup(message_type: &str) -> Option<&'static Entry> {
-    ENTRIES
-        .iter()
-        .find(|entry| entry.message_type == message_type)
+    entries().find(|entry| entry.message_type == message_type)
 }
 
 #[cfg(test)]
@@ -78,9 +62,11 @@ mod tests {
 
     #[test]
     fn types_are_unique_and_versioned() {
-        for (index, entry) in ENTRIES.iter().enumerate() {
+        let all: Vec<&Entry> = entries().collect();
+        assert!(all.len() >= 8, "{all:?}");
+        for (index, entry) in all.iter().enumerate() {
             assert!(
-                ENTRIES[index + 1..]
+                all[index + 1..]
                     .iter()
                     .all(|other| other.message_type != entry.message_type),
                 "{} twice",

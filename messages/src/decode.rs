@@ -575,7 +575,8 @@ fn check_depth(body: &[u8], limit: usize) -> Result<(), DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::{EchoRequest, Payload};
+    use crate::payload::Payload;
+    use crate::types::EchoRequest;
 
     const VALID: &str = r#"{"specversion":"1.0","id":"m1","source":"/test","type":"dev.warren.echo.v1","correlationid":"c1","replyto":"warren.reply.x","data":{"hello":"world"}}"#;
 

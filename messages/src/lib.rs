@@ -10,6 +10,7 @@ mod decode;
 mod envelope;
 mod payload;
 mod trace;
+mod types;
 
 pub mod catalogue;
 
@@ -18,11 +19,9 @@ pub use decode::{
     check_attribute, decode_binary, decode_structured, find_control_character, salvage_attributes,
 };
 pub use envelope::{Attributes, Envelope, OutgoingEnvelope, SPEC_VERSION, new_message_id};
-pub use payload::{
-    EchoReplied, EchoRequest, Fault, Inbound, JsonObject, Payload, Progress, TallyAdd, TallyAdded,
-    TallyGet, TallyTotal, fault_code,
-};
+pub use payload::{Fault, Inbound, JsonObject, Payload, Progress, fault_code};
 pub use trace::TraceParent;
+pub use types::*;
 
 /// The AMQP `content_type` of a structured-mode CloudEvent, which warren publishes.
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";

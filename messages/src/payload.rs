@@ -38,14 +38,16 @@ impl<P: Payload> Inbound for P {
     }
 }
 
+/// Implements [`Payload`] for a type: its CloudEvents `type` and the schema URN.
 macro_rules! payload {
     ($ty:ty, $name:literal) => {
-        impl Payload for $ty {
+        impl $crate::payload::Payload for $ty {
             const TYPE: &'static str = $name;
             const SCHEMA: &'static str = concat!("urn:warren:schema:", $name);
         }
     };
 }
+pub(crate) use payload;
 
 /// Any JSON object, kept as the exact text it arrived as.
 ///
@@ -91,18 +93,6 @@ impl TryFrom<serde_json::Value> for JsonObject {
         serde_json::from_value(value)
     }
 }
-
-/// `dev.warren.echo.v1`: ask the echo worker to reply with this object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct EchoRequest(pub JsonObject);
-payload!(EchoRequest, "dev.warren.echo.v1");
-
-/// `dev.warren.echo.replied.v1`: the echo worker's result, the request's object unchanged.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct EchoReplied(pub JsonObject);
-payload!(EchoReplied, "dev.warren.echo.replied.v1");
 
 /// Stable fault codes. Originators match on these, so they never change meaning.
 pub mod fault_code {
@@ -158,46 +148,6 @@ pub struct Progress {
 }
 payload!(Progress, "dev.warren.progress.v1");
 
-/// `dev.warren.tally.add.v1`: add `amount` to the running total of `key`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TallyAdd {
-    /// The total to add to (not empty).
-    pub key: String,
-    /// What to add; negative to subtract.
-    pub amount: i64,
-}
-payload!(TallyAdd, "dev.warren.tally.add.v1");
-
-/// `dev.warren.tally.added.v1`: the tally worker's result for a [`TallyAdd`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TallyAdded {
-    /// The key that was added to.
-    pub key: String,
-    /// Its total after the addition.
-    pub total: i64,
-}
-payload!(TallyAdded, "dev.warren.tally.added.v1");
-
-/// `dev.warren.tally.get.v1`: ask for the running total of `key`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TallyGet {
-    /// The total asked for (not empty).
-    pub key: String,
-}
-payload!(TallyGet, "dev.warren.tally.get.v1");
-
-/// `dev.warren.tally.total.v1`: the tally worker's result for a [`TallyGet`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TallyTotal {
-    /// The key asked for.
-    pub key: String,
-    /// Its total: 0 for a key nothing was ever added to.
-    pub total: i64,
-}
-payload!(TallyTotal, "dev.warren.tally.total.v1");
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,17 +162,6 @@ mod tests {
                 "{not_object}"
             );
         }
-    }
-
-    #[test]
-    fn echo_relays_the_exact_text() {
-        let request: EchoRequest =
-            serde_json::from_str(r#"{"hello":"world","n":1.50}"#).expect("echo request");
-        let reply = EchoReplied(request.0);
-        assert_eq!(
-            serde_json::to_string(&reply).expect("serialize"),
-            r#"{"hello":"world","n":1.50}"#
-        );
     }
 
     #[test]
@@ -241,36 +180,6 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Fault>(&text).expect("deserialize"),
             fault
-        );
-    }
-
-    #[test]
-    fn tally_commands_reject_unknown_fields_and_non_integers() {
-        let add: TallyAdd = serde_json::from_str(r#"{"key":"k","amount":-5}"#).expect("tally add");
-        assert_eq!(
-            add,
-            TallyAdd {
-                key: "k".into(),
-                amount: -5
-            }
-        );
-        for bad in [
-            r#"{"key":"k","amount":5,"extra":1}"#,
-            r#"{"key":"k","amount":1.5}"#,
-            r#"{"key":"k","amount":"5"}"#,
-            r#"{"key":"k","amount":9223372036854775808}"#,
-            r#"{"key":"k"}"#,
-        ] {
-            assert!(serde_json::from_str::<TallyAdd>(bad).is_err(), "{bad}");
-        }
-        assert!(serde_json::from_str::<TallyGet>(r#"{"key":"k","amount":1}"#).is_err());
-        let total = TallyTotal {
-            key: "k".into(),
-            total: 50,
-        };
-        assert_eq!(
-            serde_json::to_string(&total).expect("serialize"),
-            r#"{"key":"k","total":50}"#
         );
     }
 }

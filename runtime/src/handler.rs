@@ -165,7 +165,7 @@ pub trait Handler: Send + Sync + 'static {
 /// Where an output goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Route {
+pub enum Route {
     /// To the originator's reply queue, as the request's result.
     Reply,
     /// To `warren.events`.
@@ -177,12 +177,42 @@ pub(crate) enum Route {
 /// One message a handler asks the runtime to publish. Its id is fixed when it is
 /// made, so outputs recorded in a worker's inbox are re-sent with the same ids.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Output {
+pub struct Output {
     pub(crate) id: String,
     pub(crate) route: Route,
     pub(crate) message_type: Cow<'static, str>,
     pub(crate) schema: Cow<'static, str>,
     pub(crate) data: Box<RawValue>,
+}
+
+impl Output {
+    /// Where it goes.
+    pub fn route(&self) -> Route {
+        self.route
+    }
+
+    /// Its message type, e.g. `dev.warren.echo.replied.v1`.
+    pub fn message_type(&self) -> &str {
+        &self.message_type
+    }
+
+    /// Its message id, fixed when the handler made it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Its payload as JSON text.
+    pub fn data(&self) -> &RawValue {
+        &self.data
+    }
+
+    /// Its payload as `P`, when it is a `P`: for a handler's unit tests.
+    pub fn decode<P: Payload>(&self) -> Option<P> {
+        if self.message_type != P::TYPE {
+            return None;
+        }
+        serde_json::from_str(self.data.get()).ok()
+    }
 }
 
 /// What a handler produced: messages to publish as children of the one it handled.
@@ -237,6 +267,20 @@ impl Outputs {
             data,
         });
         Ok(self)
+    }
+
+    /// What will be published, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Output> {
+        self.items.iter()
+    }
+
+    /// The payload of the result sent to the originator, as `P`, when there is one of
+    /// that type: for a handler's unit tests.
+    pub fn reply_payload<P: Payload>(&self) -> Option<P> {
+        self.items
+            .iter()
+            .filter(|output| output.route == Route::Reply)
+            .find_map(Output::decode)
     }
 
     /// How many messages will be published.
@@ -374,6 +418,19 @@ mod tests {
         assert_eq!(outputs.items[0].message_type, "dev.warren.echo.replied.v1");
         assert_eq!(outputs.items[0].data.get(), r#"{"a":1}"#);
         assert_ne!(outputs.items[0].id, outputs.items[1].id);
+    }
+
+    #[test]
+    fn outputs_can_be_read_back_in_tests() {
+        let reply: EchoReplied = serde_json::from_str(r#"{"a":1}"#).expect("payload");
+        let outputs = Outputs::reply(&reply)
+            .and_then(|outputs| outputs.and_event(&reply))
+            .expect("outputs");
+        let routes: Vec<Route> = outputs.iter().map(Output::route).collect();
+        assert_eq!(routes, [Route::Reply, Route::Event]);
+        assert_eq!(outputs.reply_payload::<EchoReplied>(), Some(reply));
+        assert_eq!(outputs.reply_payload::<Fault>(), None, "not that type");
+        assert_eq!(Outputs::none().reply_payload::<EchoReplied>(), None);
     }
 
     #[test]

@@ -31,7 +31,9 @@ pub use connection::{
 };
 pub use delivery::ack_within;
 pub use error::RuntimeError;
-pub use handler::{Handler, HandlerError, Incoming, Manifest, MessageIdentity, Outputs};
+pub use handler::{
+    Handler, HandlerError, Incoming, Manifest, MessageIdentity, Output, Outputs, Route,
+};
 pub use headers::dead_letter_header;
 pub use originator::{Originator, Outcome, UNREADABLE_OUTCOME};
 pub use publisher::{Delivered, PendingConfirm, Publisher, properties_of};

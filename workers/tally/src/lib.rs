@@ -407,6 +407,7 @@ pub fn store_path(store_dir: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use warren_messages::Attributes;
+    use warren_runtime::{Output, Route};
 
     /// A tally handler over a store in a fresh temp folder, removed when dropped.
     struct TempTally {
@@ -477,17 +478,17 @@ mod tests {
         })
     }
 
-    /// The outputs as JSON: `[{id, route, message_type, schema, data}]`.
-    fn outputs_json(outputs: &Outputs) -> serde_json::Value {
-        serde_json::to_value(outputs).expect("outputs serialize")
+    /// The data of the one output in `outputs`, which must be a reply.
+    fn reply_data(outputs: &Outputs) -> serde_json::Value {
+        let all: Vec<&Output> = outputs.iter().collect();
+        assert_eq!(all.len(), 1, "{outputs:?}");
+        assert_eq!(all[0].route(), Route::Reply, "{outputs:?}");
+        serde_json::from_str(all[0].data().get()).expect("JSON")
     }
 
-    /// The data of the one reply in `outputs`.
-    fn reply_data(outputs: &Outputs) -> serde_json::Value {
-        let json = outputs_json(outputs);
-        assert_eq!(json.as_array().map(Vec::len), Some(1), "{json}");
-        assert_eq!(json[0]["route"], "reply", "{json}");
-        json[0]["data"].clone()
+    /// The ids of the outputs, in order.
+    fn output_ids(outputs: &Outputs) -> Vec<&str> {
+        outputs.iter().map(Output::id).collect()
     }
 
     fn permanent_code(error: &HandlerError) -> &str {
@@ -538,9 +539,13 @@ mod tests {
             serde_json::json!({"key": "k", "total": 5})
         );
         assert_eq!(
-            outputs_json(&first),
-            outputs_json(&second),
+            output_ids(&first),
+            output_ids(&second),
             "same reply, same id"
+        );
+        assert_eq!(
+            first.reply_payload::<TallyAdded>(),
+            second.reply_payload::<TallyAdded>()
         );
         assert_eq!(tally.total("k").await["total"], 5);
         assert_eq!(tally.handler.store().processed_count().expect("count"), 1);
@@ -582,10 +587,7 @@ mod tests {
         tally.add("other", 7).await.expect("other key");
         assert_eq!(reply_data(&first)["total"], 5);
         assert_eq!(reply_data(&second)["total"], 3);
-        assert_ne!(
-            outputs_json(&first)[0]["id"],
-            outputs_json(&second)[0]["id"]
-        );
+        assert_ne!(output_ids(&first), output_ids(&second));
         assert_eq!(
             tally.total("k").await,
             serde_json::json!({"key": "k", "total": 3})
