@@ -6,6 +6,7 @@
 mod dlq;
 mod input;
 mod load;
+mod new;
 mod send;
 mod up;
 
@@ -37,6 +38,9 @@ enum Command {
     Load(load::LoadArgs),
     /// List, show, replay or purge a worker's dead letters.
     Dlq(dlq::DlqArgs),
+    /// Scaffold a new worker in this checkout: its crate, message types and compose
+    /// service.
+    New(new::NewArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
             Command::Request(args) => send::request(&load_settings(&overrides)?, args).await,
             Command::Load(args) => load::run(&load_settings(&overrides)?, args).await,
             Command::Dlq(args) => dlq::run(&load_settings(&overrides)?, args).await,
+            Command::New(args) => new::run(args),
         }
     });
     match result {
