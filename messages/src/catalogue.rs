@@ -1,6 +1,6 @@
 //! The catalogue: every message type warren defines, as the docs list them.
 
-use crate::payload::{Fault, Payload, Progress};
+use crate::payload::{Fault, Payload, Progress, RequestFailed};
 
 /// Whether a message is a command (asks a worker to do something), an event (says
 /// something happened) or an outcome (goes back to the originator).
@@ -41,6 +41,10 @@ pub(crate) const fn entry<P: Payload>(kind: Kind, summary: &'static str) -> Entr
 const COMMON: &[Entry] = &[
     entry::<Fault>(Kind::Outcome, "A request failed at some hop."),
     entry::<Progress>(Kind::Outcome, "News of a request before its outcome."),
+    entry::<RequestFailed>(
+        Kind::Event,
+        "A request failed at some hop: earlier hops undo their work.",
+    ),
 ];
 
 /// Every message type warren defines: the common ones, then each worker's

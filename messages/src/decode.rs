@@ -164,6 +164,7 @@ struct WireEnvelope<'a> {
     replyto: Option<String>,
     #[serde(borrow)]
     deadline: Option<Cow<'a, str>>,
+    progress: Option<bool>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
 }
@@ -203,6 +204,7 @@ pub fn decode_structured<'a>(
         tracestate: wire.tracestate,
         replyto: wire.replyto,
         deadline: timestamp("deadline", wire.deadline.as_deref())?,
+        progress: wire.progress.unwrap_or(false),
     };
     check_attributes(&attributes)?;
     check_content_type(attributes.datacontenttype.as_deref())?;
@@ -223,7 +225,7 @@ pub enum HeaderValue<'a> {
 }
 
 /// The attributes binary mode reads from `ce-` headers.
-const BINARY_ATTRIBUTES: [&str; 13] = [
+const BINARY_ATTRIBUTES: [&str; 14] = [
     "specversion",
     "id",
     "source",
@@ -237,6 +239,7 @@ const BINARY_ATTRIBUTES: [&str; 13] = [
     "tracestate",
     "replyto",
     "deadline",
+    "progress",
 ];
 
 /// The `ce-` headers of a binary-mode message, by attribute.
@@ -327,6 +330,17 @@ pub fn decode_binary<'a>(
         tracestate: header.owned("tracestate")?,
         replyto: header.owned("replyto")?,
         deadline: timestamp("deadline", header.text("deadline")?)?,
+        progress: match header.text("progress")? {
+            None => false,
+            Some(text) if text.eq_ignore_ascii_case("true") => true,
+            Some(text) if text.eq_ignore_ascii_case("false") => false,
+            Some(text) => {
+                return Err(DecodeError::InvalidAttribute {
+                    name: "progress",
+                    reason: format!("{text:?} is not true or false"),
+                });
+            }
+        },
     };
     check_attributes(&attributes)?;
     check_content_type(attributes.datacontenttype.as_deref())?;
@@ -773,6 +787,36 @@ mod tests {
         let long_id = "i".repeat(300);
         headers[1].1 = HeaderValue::Text(&long_id);
         let error = decode_binary(&headers, None, b"{}", &Limits::default()).expect_err("long");
+        assert_eq!(error.reason_code(), "invalid_attribute");
+    }
+
+    #[test]
+    fn the_progress_extension_is_read_in_both_modes_and_carried_to_children() {
+        assert!(!decode(VALID).expect("valid").attributes.progress);
+        let asked_body = with("progress", "true");
+        let asked = decode(&asked_body).expect("progress");
+        assert!(asked.attributes.progress);
+        let child = asked
+            .attributes
+            .child_of_type("dev.warren.x.v1", None, "/w");
+        assert!(child.progress, "children carry it");
+        let body = Envelope {
+            attributes: child,
+            data: RawValue::NULL,
+        }
+        .to_json_vec()
+        .expect("encodes");
+        assert!(String::from_utf8_lossy(&body).contains(r#""progress":true"#));
+        let error = decode(&with("progress", "\"yes\"")).expect_err("not a boolean");
+        assert_eq!(error.reason_code(), "invalid_envelope");
+
+        let mut headers = text_headers(&BINARY);
+        headers.push(("ce-progress", HeaderValue::Text("true")));
+        let binary = decode_binary(&headers, None, b"{}", &Limits::default()).expect("binary");
+        assert!(binary.attributes.progress);
+        headers.pop();
+        headers.push(("ce-progress", HeaderValue::Text("maybe")));
+        let error = decode_binary(&headers, None, b"{}", &Limits::default()).expect_err("maybe");
         assert_eq!(error.reason_code(), "invalid_attribute");
     }
 

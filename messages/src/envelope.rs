@@ -44,6 +44,9 @@ pub struct Attributes {
     pub replyto: Option<String>,
     /// Nobody should start the work after this time.
     pub deadline: Option<Timestamp>,
+    /// Extension `progress`: the originator asks every hop for `dev.warren.progress.v1`
+    /// news before the outcome.
+    pub progress: bool,
 }
 
 impl Attributes {
@@ -69,8 +72,8 @@ impl Attributes {
     }
 
     /// Attributes for a message caused by this one: a new id, the same correlation id,
-    /// reply queue, deadline and subject, the same trace with a new span, and
-    /// `causationid` set to this message's id.
+    /// reply queue, deadline, subject and `progress`, the same trace with a new span,
+    /// and `causationid` set to this message's id.
     pub fn child_of_type(
         &self,
         message_type: &str,
@@ -107,6 +110,7 @@ impl Attributes {
             tracestate: self.tracestate.clone(),
             replyto: self.replyto.clone(),
             deadline: self.deadline,
+            progress: self.progress,
         }
     }
 
@@ -215,6 +219,9 @@ impl<D: Serialize> Serialize for Envelope<D> {
         }
         if let Some(deadline) = &a.deadline {
             map.serialize_entry("deadline", deadline)?;
+        }
+        if a.progress {
+            map.serialize_entry("progress", &true)?;
         }
         map.serialize_entry("data", &self.data)?;
         map.end()

@@ -19,7 +19,7 @@ pub use decode::{
     check_attribute, decode_binary, decode_structured, find_control_character, salvage_attributes,
 };
 pub use envelope::{Attributes, Envelope, OutgoingEnvelope, SPEC_VERSION, new_message_id};
-pub use payload::{Fault, Inbound, JsonObject, Payload, Progress, fault_code};
+pub use payload::{Fault, Inbound, JsonObject, Payload, Progress, RequestFailed, fault_code};
 pub use trace::TraceParent;
 pub use types::*;
 

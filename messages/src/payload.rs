@@ -138,15 +138,37 @@ pub struct Fault {
 }
 payload!(Fault, "dev.warren.fault.v1");
 
-/// `dev.warren.progress.v1`: optional news of a request before its terminal outcome.
+/// `dev.warren.progress.v1`: optional news of a request before its terminal outcome,
+/// sent when the request asked for it (the `progress` extension attribute).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// The step the work reached, e.g. `inventory`.
     pub stage: String,
     /// How that step went, e.g. `reserved`.
     pub status: String,
+    /// The worker that sent it. Optional on the wire: progress sent before it was
+    /// added carries none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub worker: String,
 }
 payload!(Progress, "dev.warren.progress.v1");
+
+/// `dev.warren.request.failed.v1`: a request failed at some hop. Published to
+/// `warren.events` by the runtime of the worker that faulted it, with every fault it
+/// sends (the same code, worker and stage), so that earlier hops can undo what they did
+/// for it. The request's business key (an order id) is the event's `subject`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestFailed {
+    /// The fault's code.
+    pub code: String,
+    /// The worker that failed the request.
+    pub worker: String,
+    /// Where in that worker it failed.
+    pub stage: String,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+payload!(RequestFailed, "dev.warren.request.failed.v1");
 
 #[cfg(test)]
 mod tests {

@@ -51,7 +51,8 @@ pub(crate) enum Action {
         delay: Duration,
     },
     /// Dead-letter it when the rejection says so, fault the originator when it can be
-    /// told, wait for both confirms, then ack.
+    /// told, announce the failure (`dev.warren.request.failed.v1`), wait for the
+    /// confirms, then ack.
     Reject(Rejection),
 }
 
@@ -128,6 +129,20 @@ pub(crate) fn decide(fact: Fact, attempts: u32, retry: &RetrySettings) -> Action
             retryable: false,
             details,
             dead_letter: true,
+        }),
+        Fact::Handled(Err(HandlerError::Refused {
+            code,
+            message,
+            details,
+        })) => Action::Reject(Rejection {
+            reason: code.clone(),
+            error: message,
+            fault_code: code,
+            stage: "handle",
+            retryable: false,
+            details,
+            // A refusal of the domain: nothing is wrong with the message.
+            dead_letter: false,
         }),
         Fact::Handled(Err(HandlerError::Transient { message })) => retry_or(reject(
             Cow::Borrowed("transient_failure"),
@@ -333,6 +348,12 @@ mod tests {
                 Fact::Handled(Err(HandlerError::permanent("reused_id", "reused"))),
                 2,
                 reject("reused_id", "reused_id", "handle", false, true),
+            ),
+            (
+                "refused for a reason of the domain",
+                Fact::Handled(Err(HandlerError::refused("card_declined", "declined"))),
+                1,
+                reject("card_declined", "card_declined", "handle", false, false),
             ),
             (
                 "transient, first attempt",

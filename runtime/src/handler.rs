@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::future::Future;
 
 use serde_json::value::RawValue;
-use warren_messages::{Attributes, DecodeError, Envelope, Inbound, Payload, fault_code};
+use warren_messages::{Attributes, DecodeError, Envelope, Inbound, Payload, Progress, fault_code};
 
 /// A worker's identity and the message types it consumes and produces.
 #[derive(Debug, Clone, Copy)]
@@ -172,6 +172,9 @@ pub enum Route {
     Event,
     /// To `warren.commands`.
     Command,
+    /// To the originator's reply queue, as news before the outcome, only when the
+    /// request asked for it (the `progress` attribute).
+    Progress,
 }
 
 /// One message a handler asks the runtime to publish. Its id is fixed when it is
@@ -252,6 +255,20 @@ impl Outputs {
         self.push(Route::Command, payload)
     }
 
+    /// Adds news for the originator, `dev.warren.progress.v1` with this step's `status`
+    /// (e.g. `reserved`), sent only when the request asked for progress. The runtime
+    /// fills in the stage and the worker.
+    pub fn and_progress(self, status: &str) -> Result<Self, HandlerError> {
+        self.push(
+            Route::Progress,
+            &Progress {
+                stage: String::new(),
+                status: status.to_owned(),
+                worker: String::new(),
+            },
+        )
+    }
+
     fn push<P: Payload>(mut self, route: Route, payload: &P) -> Result<Self, HandlerError> {
         let data = serde_json::value::to_raw_value(payload).map_err(|error| {
             HandlerError::permanent(
@@ -308,6 +325,19 @@ pub enum HandlerError {
         /// Anything else that helps the originator, as JSON.
         details: serde_json::Value,
     },
+    /// The request is refused for a reason of the domain (out of stock, card
+    /// declined): nothing is wrong with the message, so it is not dead-lettered. The
+    /// originator gets a fault with the code, like every fault announced as
+    /// `dev.warren.request.failed.v1` so that earlier hops undo their work.
+    #[error("refused, {code}: {message}")]
+    Refused {
+        /// A stable snake_case code, e.g. `card_declined`.
+        code: Cow<'static, str>,
+        /// Why, for a person.
+        message: String,
+        /// Anything else that helps the originator, as JSON.
+        details: serde_json::Value,
+    },
     /// Trying again later may help (a dependency was down): retry.
     #[error("transient: {message}")]
     Transient {
@@ -326,6 +356,15 @@ impl HandlerError {
         }
     }
 
+    /// A refusal for a reason of the domain, with a fault code and a message.
+    pub fn refused(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        HandlerError::Refused {
+            code: code.into(),
+            message: message.into(),
+            details: serde_json::Value::Null,
+        }
+    }
+
     /// A transient error.
     pub fn transient(message: impl Into<String>) -> Self {
         HandlerError::Transient {
@@ -333,9 +372,12 @@ impl HandlerError {
         }
     }
 
-    /// Adds details to a permanent error (a transient one is returned unchanged).
+    /// Adds details to a permanent error or a refusal (a transient one is returned
+    /// unchanged).
     pub fn with_details(mut self, new_details: serde_json::Value) -> Self {
-        if let HandlerError::Permanent { details, .. } = &mut self {
+        if let HandlerError::Permanent { details, .. } | HandlerError::Refused { details, .. } =
+            &mut self
+        {
             *details = new_details;
         }
         self
@@ -431,6 +473,16 @@ mod tests {
         assert_eq!(outputs.reply_payload::<EchoReplied>(), Some(reply));
         assert_eq!(outputs.reply_payload::<Fault>(), None, "not that type");
         assert_eq!(Outputs::none().reply_payload::<EchoReplied>(), None);
+    }
+
+    #[test]
+    fn progress_is_an_output_of_its_own_route() {
+        let outputs = Outputs::none().and_progress("reserved").expect("progress");
+        let progress: Vec<&Output> = outputs.iter().collect();
+        assert_eq!(progress[0].route(), Route::Progress);
+        let data: Progress = progress[0].decode().expect("a progress");
+        assert_eq!(data.status, "reserved");
+        assert_eq!(outputs.reply_payload::<Progress>(), None, "not a reply");
     }
 
     #[test]

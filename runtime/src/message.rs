@@ -11,7 +11,7 @@ use lapin::message::Delivery;
 use lapin::types::FieldTable;
 use serde_json::value::RawValue;
 use tracing::Instrument;
-use warren_messages::{Attributes, Envelope, Fault, Payload};
+use warren_messages::{Attributes, Envelope, Fault, Payload, Progress, RequestFailed};
 
 use crate::decision::{Action, Fact, Rejection, attempts_so_far, decide, panic_message};
 use crate::delivery::{ack_within, decode_delivery, salvage};
@@ -174,8 +174,20 @@ impl<H: Handler> Processor<'_, H> {
                     Some(reply_to) => (REPLIES_EXCHANGE, reply_to),
                     None => continue,
                 },
+                Route::Progress if !attributes.progress => continue,
+                Route::Progress => match self.reply_target(attributes) {
+                    Some(reply_to) => (REPLIES_EXCHANGE, reply_to),
+                    None => continue,
+                },
                 Route::Event => (EVENTS_EXCHANGE, &*output.message_type),
                 Route::Command => (COMMANDS_EXCHANGE, &*output.message_type),
+            };
+            let progress_data;
+            let data = if output.route == Route::Progress {
+                progress_data = self.progress_data(&output.data)?;
+                &*progress_data
+            } else {
+                &*output.data
             };
             let envelope = Envelope {
                 attributes: attributes.child_with_id(
@@ -184,7 +196,7 @@ impl<H: Handler> Processor<'_, H> {
                     Some(&output.schema),
                     &self.core.source,
                 ),
-                data: &output.data,
+                data,
             };
             let body = envelope.to_json_vec()?;
             let limit = self.core.limits.max_body_bytes;
@@ -222,7 +234,7 @@ impl<H: Handler> Processor<'_, H> {
         for (route, message_type, confirm) in pending {
             if confirm.wait().await? == Delivered::Returned {
                 match route {
-                    Route::Reply => {
+                    Route::Reply | Route::Progress => {
                         tracing::warn!("the reply queue is gone; the outcome was dropped")
                     }
                     Route::Event => {
@@ -243,8 +255,18 @@ impl<H: Handler> Processor<'_, H> {
         self.ack(delivery).await
     }
 
-    /// Dead-letters the message (when the rejection says so) and faults the originator,
-    /// waits for both confirms, then acks.
+    /// A progress output's data with the stage and the worker filled in (the worker's
+    /// name for both).
+    fn progress_data(&self, data: &RawValue) -> Result<Box<RawValue>, RuntimeError> {
+        let mut progress: Progress = serde_json::from_str(data.get())?;
+        self.core.manifest.name.clone_into(&mut progress.stage);
+        self.core.manifest.name.clone_into(&mut progress.worker);
+        Ok(serde_json::value::to_raw_value(&progress)?)
+    }
+
+    /// Dead-letters the message (when the rejection says so), faults the originator,
+    /// announces the failure to the fleet (`dev.warren.request.failed.v1`, so earlier
+    /// hops undo their work), waits for the confirms, then acks.
     async fn reject(
         &self,
         delivery: &Delivery,
@@ -257,6 +279,7 @@ impl<H: Handler> Processor<'_, H> {
         } else {
             None
         };
+        let announced = self.announce_failure(attributes, &rejection).await?;
         let fault = match self.reply_target(attributes) {
             Some(reply_to) => Some(
                 self.send_fault(attributes, reply_to, rejection, attempts)
@@ -267,6 +290,8 @@ impl<H: Handler> Processor<'_, H> {
         if let Some(confirm) = dead_letter {
             confirm.wait_routed().await?;
         }
+        // Returned when no worker undoes anything for this kind of request: fine.
+        announced.wait().await?;
         if let Some(confirm) = fault
             && confirm.wait().await? == Delivered::Returned
         {
@@ -329,6 +354,32 @@ impl<H: Handler> Processor<'_, H> {
                 &delivery.data,
                 properties,
             )
+            .await
+    }
+
+    /// Publishes `dev.warren.request.failed.v1` for the rejected message, with its
+    /// subject and correlation, to `warren.events`.
+    async fn announce_failure(
+        &self,
+        attributes: &Attributes,
+        rejection: &Rejection,
+    ) -> Result<PendingConfirm, RuntimeError> {
+        let failed = RequestFailed {
+            code: truncate(&rejection.fault_code, MAX_CODE_TEXT).to_owned(),
+            worker: self.core.manifest.name.to_owned(),
+            stage: rejection.stage.to_owned(),
+            message: truncate(&rejection.error, MAX_ERROR_TEXT).to_owned(),
+        };
+        let envelope = Envelope {
+            attributes: attributes.child_of_type(
+                RequestFailed::TYPE,
+                Some(RequestFailed::SCHEMA),
+                &self.core.source,
+            ),
+            data: &failed,
+        };
+        self.publisher
+            .publish(EVENTS_EXCHANGE, RequestFailed::TYPE, &envelope)
             .await
     }
 
