@@ -74,6 +74,20 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
         println!("updated  {}", path.display());
     }
+    // The templates are formatted for a short name; rustfmt makes any name fit.
+    let formatted = std::process::Command::new("cargo")
+        .args([
+            "fmt",
+            "-p",
+            &format!("warren-{name}"),
+            "-p",
+            "warren-messages",
+        ])
+        .current_dir(&root)
+        .status();
+    if !formatted.is_ok_and(|status| status.success()) {
+        println!("(could not run `cargo fmt`: run it before you commit)");
+    }
     println!(
         "\nNext: cargo build -p warren-cli -p warren-{name}, then \
          target/debug/warren up --only {name} and, in another terminal, \
@@ -188,11 +202,22 @@ fn name_module(types_module: &str, module: &str) -> anyhow::Result<String> {
         .iter()
         .position(|line| line.contains("CATALOGUES") && line.contains("&["))
         .context("no CATALOGUES list in the types module")?;
-    let list = &mut lines[catalogues];
-    let end = list
-        .rfind("];")
-        .context("the CATALOGUES list is not on one line")?;
-    list.insert_str(end, &format!(", {module}::CATALOGUE"));
+    let end = lines[catalogues..]
+        .iter()
+        .position(|line| line.contains("];"))
+        .map(|offset| catalogues + offset)
+        .context("the CATALOGUES list does not end")?;
+    if end == catalogues {
+        // All on one line: `… = &[a::CATALOGUE, b::CATALOGUE];`.
+        let list = &mut lines[end];
+        let at = list
+            .rfind("];")
+            .context("the CATALOGUES list does not end")?;
+        list.insert_str(at, &format!(", {module}::CATALOGUE"));
+    } else {
+        // One entry per line, as rustfmt writes a long list.
+        lines.insert(end, format!("    {module}::CATALOGUE,"));
+    }
     Ok(lines.join("\n") + "\n")
 }
 
@@ -230,6 +255,16 @@ mod tests {
         );
         assert!(
             named.contains("&[echo::CATALOGUE, tally::CATALOGUE, order_book::CATALOGUE];"),
+            "{named}"
+        );
+    }
+
+    #[test]
+    fn a_catalogue_list_on_several_lines_gets_a_line() {
+        let types = "mod echo;\npub use echo::*;\npub(crate) const CATALOGUES: &[&[Entry]] = &[\n    echo::CATALOGUE,\n    tally::CATALOGUE,\n];\n";
+        let named = name_module(types, "greeter").expect("named");
+        assert!(
+            named.ends_with("    tally::CATALOGUE,\n    greeter::CATALOGUE,\n];\n"),
             "{named}"
         );
     }

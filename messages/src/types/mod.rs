@@ -3,12 +3,27 @@
 //! its catalogue.
 
 mod echo;
+mod inventory;
+mod orders;
+mod payments;
+mod shipping;
 mod tally;
 
 pub use echo::*;
+pub use inventory::*;
+pub use orders::*;
+pub use payments::*;
+pub use shipping::*;
 pub use tally::*;
 
 use crate::catalogue::Entry;
 
 /// Every worker's part of the catalogue.
-pub(crate) const CATALOGUES: &[&[Entry]] = &[echo::CATALOGUE, tally::CATALOGUE];
+pub(crate) const CATALOGUES: &[&[Entry]] = &[
+    echo::CATALOGUE,
+    orders::CATALOGUE,
+    inventory::CATALOGUE,
+    payments::CATALOGUE,
+    shipping::CATALOGUE,
+    tally::CATALOGUE,
+];
