@@ -186,6 +186,10 @@ pub struct Output {
     pub(crate) message_type: Cow<'static, str>,
     pub(crate) schema: Cow<'static, str>,
     pub(crate) data: Box<RawValue>,
+    /// The output's `subject`, when the handler named one; otherwise the handled
+    /// message's. (Absent from outputs recorded before it existed.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) subject: Option<String>,
 }
 
 impl Output {
@@ -207,6 +211,11 @@ impl Output {
     /// Its payload as JSON text.
     pub fn data(&self) -> &RawValue {
         &self.data
+    }
+
+    /// Its `subject`, when the handler named one (see [`Outputs::with_subject`]).
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
     }
 
     /// Its payload as `P`, when it is a `P`: for a handler's unit tests.
@@ -282,8 +291,20 @@ impl Outputs {
             message_type: Cow::Borrowed(P::TYPE),
             schema: Cow::Borrowed(P::SCHEMA),
             data,
+            subject: None,
         });
         Ok(self)
+    }
+
+    /// Names the business key of everything added so far (an order id): their
+    /// `subject`, which the next hops carry on, and which a failure anywhere later is
+    /// announced with (`dev.warren.request.failed.v1`), so that the work done for it can
+    /// be undone. Without it, outputs carry the handled message's subject. Call it last.
+    pub fn with_subject(mut self, subject: &str) -> Self {
+        for output in &mut self.items {
+            output.subject = Some(subject.to_owned());
+        }
+        self
     }
 
     /// What will be published, in order.

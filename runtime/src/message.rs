@@ -189,13 +189,17 @@ impl<H: Handler> Processor<'_, H> {
             } else {
                 &*output.data
             };
+            let mut child = attributes.child_with_id(
+                output.id.clone(),
+                &output.message_type,
+                Some(&output.schema),
+                &self.core.source,
+            );
+            if let Some(subject) = &output.subject {
+                child.subject = Some(subject.clone());
+            }
             let envelope = Envelope {
-                attributes: attributes.child_with_id(
-                    output.id.clone(),
-                    &output.message_type,
-                    Some(&output.schema),
-                    &self.core.source,
-                ),
+                attributes: child,
                 data,
             };
             let body = envelope.to_json_vec()?;

@@ -167,6 +167,41 @@ impl Store {
         })
     }
 
+    /// Opens (or creates) the store file at `path` like [`Store::open`], then brings the
+    /// worker's own tables up to date: `migrations[i]` (one or more statements) takes the
+    /// schema from version `i` to `i + 1`, and runs once, in a transaction of its own
+    /// with the new version (SQLite's `user_version`), so a store is never left half
+    /// migrated, and several instances starting together migrate it once. A migration is
+    /// never edited once released: a change is a new one at the end.
+    pub fn open_with_migrations(path: &Path, migrations: &[&str]) -> Result<Store, StoreError> {
+        let store = Self::open(path)?;
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        {
+            let mut connection = store.lock();
+            for (index, migration) in migrations.iter().enumerate() {
+                let transaction = connection
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sqlite)?;
+                let version: i64 = transaction
+                    .query_row("PRAGMA user_version", [], |row| row.get(0))
+                    .map_err(sqlite)?;
+                let next = i64::try_from(index + 1).unwrap_or(i64::MAX);
+                if version >= next {
+                    continue;
+                }
+                transaction.execute_batch(migration).map_err(sqlite)?;
+                transaction
+                    .pragma_update(None, "user_version", next)
+                    .map_err(sqlite)?;
+                transaction.commit().map_err(sqlite)?;
+            }
+        }
+        Ok(store)
+    }
+
     /// The store file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -500,6 +535,39 @@ mod tests {
         assert_eq!(store.processed_count().expect("count"), 2);
         drop(store);
         assert_eq!(temp.open().processed_count().expect("reopened"), 2);
+    }
+
+    #[test]
+    fn migrations_run_once_each_in_order() {
+        let temp = TempStore::new();
+        let first = [
+            "CREATE TABLE things (n INTEGER NOT NULL)",
+            "INSERT INTO things VALUES (1)",
+        ];
+        let store = Store::open_with_migrations(&temp.path(), &first).expect("migrate");
+        drop(store);
+        let mut second = first.to_vec();
+        second.push("INSERT INTO things VALUES (2)");
+        let store = Store::open_with_migrations(&temp.path(), &second).expect("migrate again");
+        let (rows, sum, version): (i64, i64, i64) = store
+            .read(|connection| {
+                Ok((
+                    connection.query_row("SELECT COUNT(*) FROM things", [], |row| row.get(0))?,
+                    connection.query_row("SELECT SUM(n) FROM things", [], |row| row.get(0))?,
+                    connection.query_row("PRAGMA user_version", [], |row| row.get(0))?,
+                ))
+            })
+            .expect("read");
+        assert_eq!((rows, sum, version), (2, 3, 3), "each migration ran once");
+        let mut broken = second.clone();
+        broken.push("THIS IS NOT SQL");
+        drop(store);
+        assert!(Store::open_with_migrations(&temp.path(), &broken).is_err());
+        let store = Store::open_with_migrations(&temp.path(), &second).expect("still at 3");
+        let version: i64 = store
+            .read(|connection| connection.query_row("PRAGMA user_version", [], |row| row.get(0)))
+            .expect("version");
+        assert_eq!(version, 3, "the failed migration changed nothing");
     }
 
     #[test]
