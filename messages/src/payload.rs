@@ -157,7 +157,7 @@ payload!(Progress, "dev.warren.progress.v1");
 /// `warren.events` by the runtime of the worker that faulted it, with every fault it
 /// sends (the same code, worker and stage), so that earlier hops can undo what they did
 /// for it. The request's business key (an order id) is the event's `subject`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestFailed {
     /// The fault's code.
     pub code: String,
