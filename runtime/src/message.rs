@@ -98,7 +98,14 @@ impl<H: Handler> Processor<'_, H> {
             delivery.exchange.as_str() == RETRIES_EXCHANGE,
             &self.core.retry_queue_prefix,
         );
-        let fact = if attributes.is_past_deadline(Timestamp::now()) {
+        // A deadline bounds when work may start: a command's. An event tells what
+        // happened (a compensation, a status) and is taken however late it comes.
+        let is_event = self
+            .core
+            .manifest
+            .events
+            .contains(&attributes.message_type.as_str());
+        let fact = if !is_event && attributes.is_past_deadline(Timestamp::now()) {
             tracing::info!("deadline passed before the work started");
             Fact::PastDeadline
         } else {
@@ -283,7 +290,13 @@ impl<H: Handler> Processor<'_, H> {
         } else {
             None
         };
-        let announced = self.announce_failure(attributes, &rejection).await?;
+        // A failure to handle an announcement of failure is not announced again: that
+        // would echo between the workers that listen for them.
+        let announced = if attributes.message_type == RequestFailed::TYPE {
+            None
+        } else {
+            Some(self.announce_failure(attributes, &rejection).await?)
+        };
         let fault = match self.reply_target(attributes) {
             Some(reply_to) => Some(
                 self.send_fault(attributes, reply_to, rejection, attempts)
@@ -295,7 +308,9 @@ impl<H: Handler> Processor<'_, H> {
             confirm.wait_routed().await?;
         }
         // Returned when no worker undoes anything for this kind of request: fine.
-        announced.wait().await?;
+        if let Some(confirm) = announced {
+            confirm.wait().await?;
+        }
         if let Some(confirm) = fault
             && confirm.wait().await? == Delivered::Returned
         {
@@ -374,12 +389,15 @@ impl<H: Handler> Processor<'_, H> {
             stage: rejection.stage.to_owned(),
             message: truncate(&rejection.error, MAX_ERROR_TEXT).to_owned(),
         };
+        let mut announcement = attributes.child_of_type(
+            RequestFailed::TYPE,
+            Some(RequestFailed::SCHEMA),
+            &self.core.source,
+        );
+        // Undoing is never too late.
+        announcement.deadline = None;
         let envelope = Envelope {
-            attributes: attributes.child_of_type(
-                RequestFailed::TYPE,
-                Some(RequestFailed::SCHEMA),
-                &self.core.source,
-            ),
+            attributes: announcement,
             data: &failed,
         };
         self.publisher
