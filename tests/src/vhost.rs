@@ -142,7 +142,8 @@ impl Vhost {
         self.worker(binary).start().await
     }
 
-    /// Runs the `warren` CLI with `args` against this vhost and returns what it printed.
+    /// Runs the `warren` CLI with `args` against this vhost and returns what it printed
+    /// (also forwarded to the test's stderr as it comes, so a failing test shows it).
     ///
     /// # Panics
     /// When the CLI cannot be started or runs longer than [`CLI_TIMEOUT`].
@@ -153,7 +154,10 @@ impl Vhost {
     /// Like [`Vhost::warren`], with environment variables `env` set too (over the
     /// vhost's `WARREN_AMQP_URL`, if one of them is that).
     pub async fn warren_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
-        let mut cli = self.worker("warren").args(args).envs(env).spawn();
+        let mut cli = WarrenCommand::new("warren", &self.amqp_url)
+            .args(args)
+            .envs(env)
+            .spawn();
         let status = cli.wait(CLI_TIMEOUT).await;
         eprintln!("$ warren {} -> {status}", args.join(" "));
         CliOutput {
