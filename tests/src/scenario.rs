@@ -54,18 +54,21 @@ pub async fn publish_requests(vhost: &Vhost, requests: impl IntoIterator<Item = 
 }
 
 /// The tally worker in a vhost of its own, fed and watched by the test.
+///
+/// Its fields are dropped in order: the worker and the reader go before the store folder
+/// and the vhost they use.
 #[derive(Debug)]
 pub struct TallyScenario {
-    /// The test's vhost.
-    pub vhost: Vhost,
-    /// The store folder every tally instance of the test shares.
-    pub store: StoreFolder,
     /// The first `warren-tally`, consuming.
     pub worker: WarrenProcess,
     /// The originator's reply queue, read by a reconnecting consumer.
     pub outcomes: ReplyCollector,
     /// What the test sent and expects of each request.
     pub checker: Checker,
+    /// The store folder every tally instance of the test shares.
+    pub store: StoreFolder,
+    /// The test's vhost.
+    pub vhost: Vhost,
     /// The URL the workers connect to (the vhost, or a proxy in front of it).
     worker_url: String,
 }

@@ -206,15 +206,15 @@ async fn wait_for_ledger(
 const REPLY_READER_PREFETCH: u16 = 500;
 
 /// The echo worker on a private node of its own, with the test's client, its durable
-/// reply queue and the ledger of what was sent and read.
+/// reply queue and the ledger of what was sent and read. The node is dropped last.
 struct EchoOnNode {
-    node: PrivateNode,
-    amqp_url: String,
-    /// The settings of every echo worker of the test.
-    environment: Vec<(&'static str, &'static str)>,
     client: BrokerClient,
     replies: ReplyQueue,
     ledger: SharedLedger,
+    amqp_url: String,
+    /// The settings of every echo worker of the test.
+    environment: Vec<(&'static str, &'static str)>,
+    node: PrivateNode,
 }
 
 impl EchoOnNode {

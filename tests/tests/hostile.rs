@@ -34,9 +34,8 @@ const SERVING_AGAIN_WITHIN: Duration = Duration::from_secs(5);
 const BROKER_PORT: u16 = 5672;
 
 /// echo and tally in a vhost of their own, a connection and a reply queue of the test's,
-/// and a bare publisher.
+/// and a bare publisher. The vhost and the store folder are dropped last.
 struct Fleet {
-    vhost: Vhost,
     echo: WarrenProcess,
     tally: WarrenProcess,
     echo_pid: u32,
@@ -45,6 +44,7 @@ struct Fleet {
     replies: ReplyQueue,
     raw: RawPublisher,
     _store: StoreFolder,
+    vhost: Vhost,
 }
 
 impl Fleet {
