@@ -4,8 +4,10 @@
 //!
 //! Each test counts every request it got a publisher confirm for as answered, lost or
 //! duplicated, and passes only at zero lost. The originator's reply queue is durable and
-//! not exclusive, and the originator reconnects when the broker goes away, as an
-//! originator that must not lose outcomes does.
+//! not exclusive, and the originator reads it with a [`ReplyReader`], which reconnects
+//! when the broker goes away, as an originator that must not lose outcomes does. The echo
+//! tests share one prelude ([`EchoOnNode`]): a node, the echo topology, the test's client
+//! with its reply queue, and the ledger.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,16 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use lapin::options::BasicAckOptions;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use warren_e2e::broker_node::{
-    NodeClient, NodeOptions, NodeWorker, PrivateNode, READY_LOG, SESSION_LOST_LOG,
-};
+use warren_e2e::broker_node::{NodeOptions, PrivateNode};
 use warren_e2e::{
-    ECHO_DLQ, ECHO_QUEUE, OutgoingMessage, READER_STEP, Request, attribute, parse_envelope,
-    within_step,
+    BrokerClient, ECHO_DLQ, ECHO_QUEUE, OutgoingMessage, ReplyQueue, ReplyReader, Request,
+    SESSION_LOST_LOG, StoreFolder, TALLY_DLQ, TALLY_QUEUE, WarrenCommand, attribute,
+    parse_envelope, within_broker_timeout,
 };
 
 const ECHO: &str = "dev.warren.echo.v1";
@@ -31,8 +31,6 @@ const TALLY_ADD: &str = "dev.warren.tally.add.v1";
 const TALLY_ADDED: &str = "dev.warren.tally.added.v1";
 const TALLY_GET: &str = "dev.warren.tally.get.v1";
 const TALLY_TOTAL: &str = "dev.warren.tally.total.v1";
-const TALLY_QUEUE: &str = "warren.tally";
-const TALLY_DLQ: &str = "warren.tally.dlq";
 
 /// What a worker logs when its connection is blocked by a resource alarm.
 const BLOCKED_LOG: &str = "the broker blocked publishing";
@@ -204,113 +202,142 @@ async fn wait_for_ledger(
     }
 }
 
-/// The originator's reader of outcomes: consumes `reply_queue` with manual acks, records
-/// each outcome in `ledger` before acking it, and connects again whenever the connection
-/// is lost or an operation takes longer than [`READER_STEP`]. Once `stop` is set it reads
-/// until the queue is empty, then ends. Returns how many connections it made.
-fn spawn_reply_reader(
-    amqp_url: String,
-    reply_queue: String,
+/// The prefetch of the originator's reader of outcomes.
+const REPLY_READER_PREFETCH: u16 = 500;
+
+/// The echo worker on a private node of its own, with the test's client, its durable
+/// reply queue and the ledger of what was sent and read. The node is dropped last.
+struct EchoOnNode {
+    client: BrokerClient,
+    replies: ReplyQueue,
     ledger: SharedLedger,
-    stop: Arc<AtomicBool>,
-) -> JoinHandle<usize> {
-    tokio::spawn(async move {
-        let mut connections = 0;
-        'connection: loop {
-            let client = NodeClient::connect_within(&amqp_url, Duration::from_secs(90)).await;
-            connections += 1;
-            let mut consumer = match within_step(client.consume(&reply_queue, 500)).await {
-                Some(Ok(consumer)) => consumer,
-                Some(Err(error)) => {
-                    eprintln!("reply reader: cannot consume {reply_queue}: {error}");
-                    continue 'connection;
-                }
-                None => {
-                    eprintln!("reply reader: no consume-ok within {READER_STEP:?}; reconnecting");
-                    continue 'connection;
-                }
-            };
-            let mut idle_since = Instant::now();
-            loop {
-                match tokio::time::timeout(Duration::from_millis(100), consumer.next()).await {
-                    Ok(Some(Ok(delivery))) => {
-                        idle_since = Instant::now();
-                        lock(&ledger).record(parse_envelope(&delivery.data));
-                        match within_step(delivery.acker.ack(BasicAckOptions::default())).await {
-                            Some(Ok(_acked)) => {}
-                            Some(Err(error)) => {
-                                eprintln!("reply reader: ack failed ({error}); reconnecting");
-                                continue 'connection;
-                            }
-                            None => {
-                                eprintln!(
-                                    "reply reader: ack not sent within {READER_STEP:?}; \
-                                     reconnecting"
-                                );
-                                continue 'connection;
-                            }
-                        }
-                    }
-                    Ok(Some(Err(error))) => {
-                        eprintln!("reply reader: consumer failed ({error}); reconnecting");
-                        continue 'connection;
-                    }
-                    Ok(None) => {
-                        eprintln!("reply reader: consumer ended; reconnecting");
-                        continue 'connection;
-                    }
-                    // Nothing arrived for a while: done when asked to stop and the queue
-                    // is empty (deliveries sent before the answer came first).
-                    Err(_) if stop.load(Ordering::SeqCst) => {
-                        if !client.is_connected() {
-                            continue 'connection;
-                        }
-                        let Some(state) = within_step(client.queue_state(&reply_queue)).await
-                        else {
-                            continue 'connection;
-                        };
-                        if state.map_or(0, |state| state.messages) == 0 {
-                            match tokio::time::timeout(Duration::from_millis(100), consumer.next())
-                                .await
-                            {
-                                Ok(Some(Ok(delivery))) => {
-                                    lock(&ledger).record(parse_envelope(&delivery.data));
-                                    let ack = delivery.acker.ack(BasicAckOptions::default());
-                                    let _ = within_step(ack).await;
-                                }
-                                _ => {
-                                    client.close().await;
-                                    return connections;
-                                }
-                            }
-                        }
-                    }
-                    // Idle for a while with replies waiting: the consumer stalled (a
-                    // consume registered while the node was still recovering). Start over.
-                    Err(_) if idle_since.elapsed() > READER_STALL => {
-                        idle_since = Instant::now();
-                        let waiting = within_step(client.queue_state(&reply_queue))
-                            .await
-                            .flatten()
-                            .map_or(0, |state| state.messages);
-                        if waiting > 0 {
-                            eprintln!(
-                                "reply reader: {waiting} replies waiting but none delivered; \
-                                 reconnecting"
-                            );
-                            client.close().await;
-                            continue 'connection;
-                        }
-                    }
-                    Err(_) => {}
-                }
-            }
-        }
-    })
+    amqp_url: String,
+    /// The settings of every echo worker of the test.
+    environment: Vec<(&'static str, &'static str)>,
+    node: PrivateNode,
 }
 
-/// How long the reply reader may go without a delivery while replies wait in its queue.
-const READER_STALL: Duration = Duration::from_secs(5);
+impl EchoOnNode {
+    /// Starts a node, declares the echo topology with a first worker run (with
+    /// [`echo_environment`] and `settings`) that leaves at once, then connects the test's
+    /// client and declares its durable reply queue. Requests published now wait in the
+    /// work queue until a worker runs.
+    async fn start(settings: &[(&'static str, &'static str)]) -> EchoOnNode {
+        let node = PrivateNode::start(NodeOptions::new()).await;
+        let amqp_url = node.amqp_url();
+        let environment = echo_environment(settings);
+        let mut first = WarrenCommand::new("warren-echo", &amqp_url)
+            .envs(&environment)
+            .start()
+            .await;
+        let status = first.stop().await;
+        assert!(status.success(), "the idle worker exits 0, not {status}");
+        let client = BrokerClient::connect_within(&amqp_url, Duration::from_secs(10)).await;
+        let replies = client.durable_reply_queue().await;
+        EchoOnNode {
+            node,
+            amqp_url,
+            environment,
+            client,
+            replies,
+            ledger: SharedLedger::default(),
+        }
+    }
+
+    /// An echo worker on the node with the test's settings, to be started.
+    fn echo_worker(&self) -> WarrenCommand {
+        WarrenCommand::new("warren-echo", &self.amqp_url).envs(&self.environment)
+    }
+
+    /// Publishes `count` echo requests numbered from `first` on the test's client and
+    /// records them in the ledger as published, then, once the broker confirmed them
+    /// all, as confirmed.
+    async fn publish_confirmed(&self, first: usize, count: usize) {
+        let requests = echo_requests(&self.ledger, self.replies.name(), first, count);
+        self.client
+            .publish_all(requests.iter().map(|request| request.message.clone()))
+            .await;
+        lock(&self.ledger).confirmed.extend(
+            requests
+                .iter()
+                .map(|request| request.correlation_id().to_owned()),
+        );
+    }
+
+    /// Starts the originator's reader of outcomes: each one is recorded in the ledger
+    /// before it is acked.
+    fn read_replies(&self) -> ReplyReader {
+        let ledger = Arc::clone(&self.ledger);
+        ReplyReader::spawn(
+            &self.amqp_url,
+            self.replies.name(),
+            REPLY_READER_PREFETCH,
+            move |body| lock(&ledger).record(parse_envelope(body)),
+        )
+    }
+
+    /// Takes `count` requests from the echo work queue on a connection of its own and
+    /// holds them unacknowledged: they go back to the queue only when that connection
+    /// closes (closing is no publish, so it works during a memory alarm too) or dies with
+    /// the node.
+    async fn hold_requests(&self, count: usize) -> (BrokerClient, lapin::Consumer) {
+        let hoarder = BrokerClient::connect_within(&self.amqp_url, Duration::from_secs(10)).await;
+        let prefetch = u16::try_from(count).expect("the held requests fit in a prefetch");
+        let mut held = within_broker_timeout(
+            "consume the work queue",
+            hoarder.consume(ECHO_QUEUE, prefetch),
+        )
+        .await
+        .expect("consume the work queue");
+        for taken in 0..count {
+            let delivery = tokio::time::timeout(Duration::from_secs(15), held.next())
+                .await
+                .unwrap_or_else(|_| panic!("only {taken} of {count} requests reached the test"));
+            assert!(
+                matches!(delivery, Some(Ok(_))),
+                "cannot hold request {taken}: {delivery:?}"
+            );
+        }
+        (hoarder, held)
+    }
+
+    /// Asserts, on a new connection, that every request was acked and none was
+    /// dead-lettered.
+    async fn assert_echo_queues_empty(&self) {
+        let client = BrokerClient::connect_within(&self.amqp_url, Duration::from_secs(10)).await;
+        let work = client
+            .queue_state(ECHO_QUEUE)
+            .await
+            .expect("the work queue exists");
+        assert_eq!(work.messages, 0, "every request was acked");
+        let dlq = client.queue_state(ECHO_DLQ).await.expect("the DLQ exists");
+        assert_eq!(dlq.messages, 0, "no request was dead-lettered");
+        client.close().await;
+    }
+
+    /// The state (`running`, `blocked`, …) of each connection the echo worker has open
+    /// on the node.
+    async fn worker_connections(&self) -> Vec<String> {
+        self.node
+            .rabbitmqctl(&["list_connections", "-q", "client_properties", "state"])
+            .await
+            .lines()
+            .filter(|line| line.contains(r#"{"connection_name","warren-echo"}"#))
+            .filter_map(|line| line.rsplit('\t').next())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// The common settings of an echo worker in these tests, then `extra`.
+fn echo_environment(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut environment = vec![
+        ("WARREN_AMQP__HEARTBEAT_SECS", "5"),
+        ("WARREN_RETRY__INITIAL_DELAY_MS", "200"),
+    ];
+    environment.extend_from_slice(extra);
+    environment
+}
 
 /// `count` echo requests answering to `reply_queue`, each with data `{"n": <number>}`
 /// numbered from `first`, recorded in `ledger` as published.
@@ -345,16 +372,17 @@ struct StreamReport {
 /// its confirms, until `stop` is set or `cap` requests are out. Counts the times the
 /// broker blocked and unblocked its connection.
 fn spawn_steady_publisher(
-    amqp_url: String,
-    reply_queue: String,
-    ledger: SharedLedger,
+    scenario: &EchoOnNode,
     stop: Arc<AtomicBool>,
     blocked: Arc<AtomicBool>,
 ) -> JoinHandle<Result<StreamReport, String>> {
     const BATCH: usize = 10;
     const CAP: usize = 20_000;
+    let amqp_url = scenario.amqp_url.clone();
+    let reply_queue = scenario.replies.name().to_owned();
+    let ledger = Arc::clone(&scenario.ledger);
     tokio::spawn(async move {
-        let client = NodeClient::connect_within(&amqp_url, Duration::from_secs(30)).await;
+        let client = BrokerClient::connect_within(&amqp_url, Duration::from_secs(30)).await;
         let report = Arc::new(Mutex::new(StreamReport::default()));
         let mut events = client.connection().events_listener();
         let events_report = Arc::clone(&report);
@@ -397,65 +425,6 @@ fn spawn_steady_publisher(
     })
 }
 
-/// Takes `count` requests from the echo work queue on a connection of its own and holds
-/// them unacknowledged: they go back to the queue only when that connection closes
-/// (closing is no publish, so it works during a memory alarm too) or dies with the node.
-async fn hold_echo_requests(amqp_url: &str, count: usize) -> (NodeClient, lapin::Consumer) {
-    let hoarder = NodeClient::connect_within(amqp_url, Duration::from_secs(10)).await;
-    let mut held = hoarder
-        .consume(
-            ECHO_QUEUE,
-            u16::try_from(count).expect("the held requests fit in a prefetch"),
-        )
-        .await
-        .expect("consume the work queue");
-    for taken in 0..count {
-        let delivery = tokio::time::timeout(Duration::from_secs(15), held.next())
-            .await
-            .unwrap_or_else(|_| panic!("only {taken} of {count} requests reached the test"));
-        assert!(
-            matches!(delivery, Some(Ok(_))),
-            "cannot hold request {taken}: {delivery:?}"
-        );
-    }
-    (hoarder, held)
-}
-
-/// Declares the echo topology with a first worker run that leaves at once, then connects
-/// a client with a durable reply queue of its own.
-async fn declare_then_connect(
-    node: &PrivateNode,
-    environment: &[(&str, &str)],
-) -> (NodeClient, String) {
-    let mut first = NodeWorker::start(node, "warren-echo", environment).await;
-    let status = first.stop().await;
-    assert!(status.success(), "the idle worker exits 0, not {status}");
-    let client = NodeClient::connect_within(&node.amqp_url(), Duration::from_secs(10)).await;
-    let reply_queue = client.declare_durable_reply_queue().await;
-    (client, reply_queue)
-}
-
-/// Asserts that every request was acked and none was dead-lettered.
-async fn assert_echo_queues_empty(client: &NodeClient) {
-    let work = client
-        .queue_state(ECHO_QUEUE)
-        .await
-        .expect("the work queue exists");
-    assert_eq!(work.messages, 0, "every request was acked");
-    let dlq = client.queue_state(ECHO_DLQ).await.expect("the DLQ exists");
-    assert_eq!(dlq.messages, 0, "no request was dead-lettered");
-}
-
-/// The common settings of an echo worker in these tests.
-fn echo_environment<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut environment = vec![
-        ("WARREN_AMQP__HEARTBEAT_SECS", "5"),
-        ("WARREN_RETRY__INITIAL_DELAY_MS", "200"),
-    ];
-    environment.extend_from_slice(extra);
-    environment
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_mid_stream_loses_nothing() {
     const REQUESTS: usize = 5_000;
@@ -464,26 +433,17 @@ async fn broker_restart_mid_stream_loses_nothing() {
     // worker is.
     const HELD: usize = 500;
     let test_started = Instant::now();
-    let mut node = PrivateNode::start(NodeOptions::new()).await;
-    let amqp_url = node.amqp_url();
-    let environment = echo_environment(&[
+    let mut scenario = EchoOnNode::start(&[
         ("WARREN_WORKER__PREFETCH", "10"),
         ("WARREN_AMQP__CONFIRM_TIMEOUT_MS", "10000"),
-    ]);
+    ])
+    .await;
+    let ledger = Arc::clone(&scenario.ledger);
 
     // The requests wait in the queue until the worker runs.
-    let (client, reply_queue) = declare_then_connect(&node, &environment).await;
-    let ledger = SharedLedger::default();
-    let requests = echo_requests(&ledger, &reply_queue, 0, REQUESTS);
-    client
-        .publish_all(requests.iter().map(|request| request.message.clone()))
-        .await;
-    lock(&ledger).confirmed = requests
-        .iter()
-        .map(|request| request.correlation_id().to_owned())
-        .collect();
-    drop(requests);
-    client
+    scenario.publish_confirmed(0, REQUESTS).await;
+    scenario
+        .client
         .wait_for_queue(
             ECHO_QUEUE,
             Duration::from_secs(15),
@@ -491,17 +451,11 @@ async fn broker_restart_mid_stream_loses_nothing() {
             |state| state.messages as usize == REQUESTS,
         )
         .await;
-    client.close().await;
-    let (hoarder, hoard) = hold_echo_requests(&amqp_url, HELD).await;
+    scenario.client.close().await;
+    let (hoarder, hoard) = scenario.hold_requests(HELD).await;
 
-    let stop_reading = Arc::new(AtomicBool::new(false));
-    let reader = spawn_reply_reader(
-        amqp_url.clone(),
-        reply_queue.clone(),
-        Arc::clone(&ledger),
-        Arc::clone(&stop_reading),
-    );
-    let mut worker = NodeWorker::start(&node, "warren-echo", &environment).await;
+    let reader = scenario.read_replies();
+    let mut worker = scenario.echo_worker().start().await;
     wait_for_ledger(
         &ledger,
         Duration::from_secs(30),
@@ -513,14 +467,14 @@ async fn broker_restart_mid_stream_loses_nothing() {
     // Restart the broker under the worker's feet.
     let answered_before_restart = lock(&ledger).answered();
     let restart_started = Instant::now();
-    node.stop().await;
+    scenario.node.stop().await;
     // Whatever the worker produced from now on went to the restarted node.
     lock(&ledger).produced_after = Some(unix_millis_now());
     let stopped_after = restart_started.elapsed();
     // The held requests went back to the queue when the node closed their connection.
     drop(hoard);
     drop(hoarder);
-    node.start_again().await;
+    scenario.node.start_again().await;
     let downtime = restart_started.elapsed();
     eprintln!(
         "restart: {answered_before_restart} answered when the stop began; the node was gone \
@@ -529,11 +483,9 @@ async fn broker_restart_mid_stream_loses_nothing() {
 
     // The worker notices, and builds a new session by itself.
     worker
-        .wait_for_log(SESSION_LOST_LOG, 1, Duration::from_secs(30))
+        .wait_for_lines(&[SESSION_LOST_LOG], 1, Duration::from_secs(30))
         .await;
-    worker
-        .wait_for_log(READY_LOG, 2, Duration::from_secs(60))
-        .await;
+    worker.wait_for_sessions(2, Duration::from_secs(60)).await;
     // Wait for every outcome, saying every 10 s what the restarted node reports, so a
     // failure shows whether the queues recovered.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -543,7 +495,8 @@ async fn broker_restart_mid_stream_loses_nothing() {
         tokio::select! {
             _ = poll.tick() => {}
             _ = report.tick() => {
-                let queues = node
+                let queues = scenario
+                    .node
                     .try_rabbitmqctl(&[
                         "list_queues", "name", "type", "state", "messages_ready",
                         "messages_unacknowledged", "consumers",
@@ -557,7 +510,7 @@ async fn broker_restart_mid_stream_loses_nothing() {
             }
         }
         if Instant::now() > deadline {
-            eprintln!("node log:\n{}", node.log_tail(80));
+            eprintln!("node log:\n{}", scenario.node.log_tail(80));
             panic!(
                 "an outcome for every confirmed request did not come within 120 s: {}",
                 lock(&ledger).summary()
@@ -575,11 +528,7 @@ async fn broker_restart_mid_stream_loses_nothing() {
         status.success(),
         "the worker exits 0 on SIGTERM, not {status}"
     );
-    stop_reading.store(true, Ordering::SeqCst);
-    let reader_connections = tokio::time::timeout(Duration::from_secs(60), reader)
-        .await
-        .expect("the reply reader finishes")
-        .expect("the reply reader does not panic");
+    let reader_connections = reader.finish(Duration::from_secs(60)).await.connections;
 
     let ledger = std::mem::take(&mut *lock(&ledger));
     eprintln!(
@@ -591,8 +540,8 @@ async fn broker_restart_mid_stream_loses_nothing() {
         ledger.summary(),
         answered_before_restart,
         ledger.produced_after_count,
-        node.boot_times(),
-        worker.log_count(READY_LOG),
+        scenario.node.boot_times(),
+        worker.sessions_ready(),
         test_started.elapsed()
     );
     assert_eq!(ledger.lost(), 0, "confirmed requests without an outcome");
@@ -611,9 +560,7 @@ async fn broker_restart_mid_stream_loses_nothing() {
         reader_connections >= 2,
         "the originator reconnected after the restart"
     );
-    let client = NodeClient::connect_within(&amqp_url, Duration::from_secs(10)).await;
-    assert_echo_queues_empty(&client).await;
-    client.close().await;
+    scenario.assert_echo_queues_empty().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -625,38 +572,21 @@ async fn memory_alarm_blocks_publishers_then_resumes() {
     // timeout while the broker blocks it, and must recover once the alarm clears.
     const CONFIRM_TIMEOUT_MS: &str = "2000";
     let test_started = Instant::now();
-    let node = PrivateNode::start(NodeOptions::new()).await;
-    let amqp_url = node.amqp_url();
-    let environment = echo_environment(&[
+    let scenario = EchoOnNode::start(&[
         ("WARREN_WORKER__PREFETCH", "50"),
         ("WARREN_AMQP__CONFIRM_TIMEOUT_MS", CONFIRM_TIMEOUT_MS),
-    ]);
-    let (client, reply_queue) = declare_then_connect(&node, &environment).await;
-    let ledger = SharedLedger::default();
-    let held = echo_requests(&ledger, &reply_queue, 1_000_000, HELD);
-    client
-        .publish_all(held.iter().map(|request| request.message.clone()))
-        .await;
-    lock(&ledger).confirmed.extend(
-        held.iter()
-            .map(|request| request.correlation_id().to_owned()),
-    );
-    let (hoarder, hoard) = hold_echo_requests(&amqp_url, HELD).await;
+    ])
+    .await;
+    let ledger = Arc::clone(&scenario.ledger);
+    scenario.publish_confirmed(1_000_000, HELD).await;
+    let (hoarder, hoard) = scenario.hold_requests(HELD).await;
 
-    let mut worker = NodeWorker::start(&node, "warren-echo", &environment).await;
-    let stop_reading = Arc::new(AtomicBool::new(false));
-    let reader = spawn_reply_reader(
-        amqp_url.clone(),
-        reply_queue.clone(),
-        Arc::clone(&ledger),
-        Arc::clone(&stop_reading),
-    );
+    let mut worker = scenario.echo_worker().start().await;
+    let reader = scenario.read_replies();
     let stop_publishing = Arc::new(AtomicBool::new(false));
     let publisher_blocked = Arc::new(AtomicBool::new(false));
     let publisher = spawn_steady_publisher(
-        amqp_url.clone(),
-        reply_queue.clone(),
-        Arc::clone(&ledger),
+        &scenario,
         Arc::clone(&stop_publishing),
         Arc::clone(&publisher_blocked),
     );
@@ -670,7 +600,9 @@ async fn memory_alarm_blocks_publishers_then_resumes() {
 
     // The alarm: every connection that publishes is blocked, the originator's first.
     let alarm_started = Instant::now();
-    node.rabbitmqctl(&["set_vm_memory_high_watermark", "0.0000001"])
+    scenario
+        .node
+        .rabbitmqctl(&["set_vm_memory_high_watermark", "0.0000001"])
         .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !publisher_blocked.load(Ordering::SeqCst) {
@@ -686,28 +618,28 @@ async fn memory_alarm_blocks_publishers_then_resumes() {
     hoarder.close().await;
     drop(hoard);
     worker
-        .wait_for_log(BLOCKED_LOG, 1, Duration::from_secs(30))
+        .wait_for_lines(&[BLOCKED_LOG], 1, Duration::from_secs(30))
         .await;
     // Held longer than the worker's confirm timeout: its session fails on it, and it
     // builds a new one while the alarm still holds.
     worker
-        .wait_for_log_matching(
+        .wait_for_lines(
             &[SESSION_LOST_LOG, CONFIRM_TIMEOUT_ERROR],
             1,
             Duration::from_secs(30),
         )
         .await;
-    worker
-        .wait_for_log(READY_LOG, 2, Duration::from_secs(30))
-        .await;
+    worker.wait_for_sessions(2, Duration::from_secs(30)).await;
     assert!(
         worker.try_exit_status().is_none(),
         "the worker must live through the alarm"
     );
     let answered_during_alarm = lock(&ledger).answered() - answered_at_alarm;
-    let worker_connections_in_alarm = worker_connections(&node).await;
+    let worker_connections_in_alarm = scenario.worker_connections().await;
     let confirmed_at_release = lock(&ledger).confirmed.len();
-    node.rabbitmqctl(&["set_vm_memory_high_watermark", "0.4"])
+    scenario
+        .node
+        .rabbitmqctl(&["set_vm_memory_high_watermark", "0.4"])
         .await;
     let alarm_held = alarm_started.elapsed();
 
@@ -742,7 +674,7 @@ async fn memory_alarm_blocks_publishers_then_resumes() {
     // broker reads from them again: the worker keeps one.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let connections = worker_connections(&node).await;
+        let connections = scenario.worker_connections().await;
         if connections.len() == 1 {
             break;
         }
@@ -758,11 +690,7 @@ async fn memory_alarm_blocks_publishers_then_resumes() {
         status.success(),
         "the worker exits 0 on SIGTERM, not {status}"
     );
-    stop_reading.store(true, Ordering::SeqCst);
-    tokio::time::timeout(Duration::from_secs(60), reader)
-        .await
-        .expect("the reply reader finishes")
-        .expect("the reply reader does not panic");
+    reader.finish(Duration::from_secs(60)).await;
 
     let ledger = std::mem::take(&mut *lock(&ledger));
     eprintln!(
@@ -773,13 +701,11 @@ async fn memory_alarm_blocks_publishers_then_resumes() {
          worker connections during the alarm {worker_connections_in_alarm:?}; originator \
          {stream:?}; node boot {:?}, whole test {:?}",
         ledger.summary(),
-        worker.log_count(READY_LOG),
-        worker.log_count(BLOCKED_LOG),
-        worker.log_count(UNBLOCKED_LOG),
-        worker
-            .log_matches(&[SESSION_LOST_LOG, CONFIRM_TIMEOUT_ERROR])
-            .len(),
-        node.boot_times(),
+        worker.sessions_ready(),
+        worker.count_lines_with(&[BLOCKED_LOG]),
+        worker.count_lines_with(&[UNBLOCKED_LOG]),
+        worker.count_lines_with(&[SESSION_LOST_LOG, CONFIRM_TIMEOUT_ERROR]),
+        scenario.node.boot_times(),
         test_started.elapsed()
     );
     assert_eq!(ledger.lost(), 0, "confirmed requests without an outcome");
@@ -789,43 +715,8 @@ async fn memory_alarm_blocks_publishers_then_resumes() {
         &ledger.unexpected[..ledger.unexpected.len().min(5)]
     );
     assert!(stream.blocked_events >= 1, "{stream:?}");
-    assert_echo_queues_empty(&client).await;
-    client.close().await;
-}
-
-/// The state (`running`, `blocked`, …) of each connection the echo worker has open on
-/// `node`.
-async fn worker_connections(node: &PrivateNode) -> Vec<String> {
-    node.rabbitmqctl(&["list_connections", "-q", "client_properties", "state"])
-        .await
-        .lines()
-        .filter(|line| line.contains(r#"{"connection_name","warren-echo"}"#))
-        .filter_map(|line| line.rsplit('\t').next())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// A fresh store folder under the system's temp folder, removed when dropped.
-struct StoreFolder {
-    path: std::path::PathBuf,
-}
-
-impl StoreFolder {
-    fn new() -> StoreFolder {
-        StoreFolder {
-            path: std::env::temp_dir().join(format!("warren-e2e-tally-{}", uuid::Uuid::new_v4())),
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        self.path.to_str().expect("temp paths are UTF-8")
-    }
-}
-
-impl Drop for StoreFolder {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
+    scenario.assert_echo_queues_empty().await;
+    scenario.client.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -840,22 +731,23 @@ async fn handler_exceeding_the_consumer_timeout_is_redelivered_and_completed() {
     .await;
     let amqp_url = node.amqp_url();
     let store = StoreFolder::new();
-    let common = [
-        ("WARREN_STORE__DIR", store.as_str()),
-        ("WARREN_AMQP__HEARTBEAT_SECS", "5"),
-        ("WARREN_WORKER__SHUTDOWN_GRACE_MS", "1000"),
-    ];
+    let tally = || {
+        WarrenCommand::new("warren-tally", &amqp_url)
+            .store(&store)
+            .envs(&[
+                ("WARREN_AMQP__HEARTBEAT_SECS", "5"),
+                ("WARREN_WORKER__SHUTDOWN_GRACE_MS", "1000"),
+            ])
+    };
 
     // The first instance takes a minute over keys `slow-…`: far beyond the timeout.
-    let mut slow_environment = common.to_vec();
-    slow_environment.push(("WARREN_FAILPOINTS", "slow_keys:slow-:60000"));
-    let mut slow = NodeWorker::start(&node, "warren-tally", &slow_environment).await;
-    let client = NodeClient::connect_within(&amqp_url, Duration::from_secs(10)).await;
-    let reply_queue = client.declare_durable_reply_queue().await;
+    let mut slow = tally().failpoints("slow_keys:slow-:60000").start().await;
+    let client = BrokerClient::connect_within(&amqp_url, Duration::from_secs(10)).await;
+    let replies = client.durable_reply_queue().await;
     let add = Request::new(
         TALLY_ADD,
         r#"{"key":"slow-1","amount":5}"#,
-        Some(&reply_queue),
+        Some(replies.name()),
     );
     let published_at = Instant::now();
     client.publish(add.message.clone()).await;
@@ -863,12 +755,11 @@ async fn handler_exceeding_the_consumer_timeout_is_redelivered_and_completed() {
     // The broker closes the channel holding the unacked delivery; the worker builds a
     // new session, gets the message again, and times out again.
     let timed_out = [SESSION_LOST_LOG, CONSUMER_TIMEOUT_ERROR];
-    slow.wait_for_log_matching(&timed_out, 1, Duration::from_secs(30))
+    slow.wait_for_lines(&timed_out, 1, Duration::from_secs(30))
         .await;
     let first_timeout = published_at.elapsed();
-    slow.wait_for_log(READY_LOG, 2, Duration::from_secs(30))
-        .await;
-    slow.wait_for_log_matching(&timed_out, 2, Duration::from_secs(30))
+    slow.wait_for_sessions(2, Duration::from_secs(30)).await;
+    slow.wait_for_lines(&timed_out, 2, Duration::from_secs(30))
         .await;
     let second_timeout = published_at.elapsed();
     assert!(
@@ -876,7 +767,7 @@ async fn handler_exceeding_the_consumer_timeout_is_redelivered_and_completed() {
         "the broker timed the delivery out after {first_timeout:?}, before its timeout"
     );
     assert!(
-        client.try_get(&reply_queue).await.is_none(),
+        client.try_get(replies.name()).await.is_none(),
         "the slow handler never finished, so nothing was answered"
     );
 
@@ -886,11 +777,10 @@ async fn handler_exceeding_the_consumer_timeout_is_redelivered_and_completed() {
         status.success(),
         "the slow worker exits 0 on SIGTERM, not {status}"
     );
-    let mut fast = NodeWorker::start(&node, "warren-tally", &common).await;
-    let reply = client
-        .get_within(&reply_queue, Duration::from_secs(30))
+    let mut fast = tally().start().await;
+    let reply = replies
+        .next_within(&client, Duration::from_secs(30))
         .await
-        .map(|body| parse_envelope(&body))
         .expect("the redelivered add is answered");
     let completed = published_at.elapsed();
     assert_eq!(attribute(&reply, "type"), Some(TALLY_ADDED), "{reply}");
@@ -906,12 +796,11 @@ async fn handler_exceeding_the_consumer_timeout_is_redelivered_and_completed() {
     );
 
     // Counted once: the total is the amount, and the add had one outcome.
-    let get = Request::new(TALLY_GET, r#"{"key":"slow-1"}"#, Some(&reply_queue));
+    let get = Request::new(TALLY_GET, r#"{"key":"slow-1"}"#, Some(replies.name()));
     client.publish(get.message.clone()).await;
-    let total = client
-        .get_within(&reply_queue, Duration::from_secs(30))
+    let total = replies
+        .next_within(&client, Duration::from_secs(30))
         .await
-        .map(|body| parse_envelope(&body))
         .expect("the get is answered");
     assert_eq!(attribute(&total, "type"), Some(TALLY_TOTAL), "{total}");
     assert_eq!(
@@ -930,7 +819,7 @@ async fn handler_exceeding_the_consumer_timeout_is_redelivered_and_completed() {
         "the worker exits 0 on SIGTERM, not {status}"
     );
     assert!(
-        client.try_get(&reply_queue).await.is_none(),
+        client.try_get(replies.name()).await.is_none(),
         "exactly one outcome per request"
     );
     let work = client

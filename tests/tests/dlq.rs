@@ -6,7 +6,7 @@ use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{Value, json};
 use warren_e2e::{
-    Broker, CliOutput, ECHO_DLQ, MESSAGE_TIMEOUT, OutgoingMessage, Request, Vhost, attribute,
+    BrokerClient, CliOutput, ECHO_DLQ, MESSAGE_TIMEOUT, OutgoingMessage, Request, Vhost, attribute,
 };
 
 const ECHO: &str = "dev.warren.echo.v1";
@@ -66,7 +66,7 @@ fn message_ids(listed: &[Value]) -> Vec<&str> {
         .collect()
 }
 
-async fn wait_for_dead_letters(broker: &Broker, count: u32) {
+async fn wait_for_dead_letters(broker: &BrokerClient, count: u32) {
     broker
         .wait_for_queue(
             ECHO_DLQ,
@@ -90,7 +90,7 @@ fn assert_exit(output: &CliOutput, code: i32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_shown_replayed_and_purged() {
     let vhost = Vhost::create().await;
-    let _worker = vhost.start_worker("warren-echo", &[]).await;
+    let _worker = vhost.start_worker("warren-echo").await;
     let broker = vhost.connect().await;
     let replies = broker.reply_queue().await;
 
@@ -232,7 +232,7 @@ async fn reading_and_replaying_keep_the_queue_order() {
     // representation there, so order bugs would show.
     const DEAD_LETTERS: usize = 50;
     let vhost = Vhost::create().await;
-    let _worker = vhost.start_worker("warren-echo", &[]).await;
+    let _worker = vhost.start_worker("warren-echo").await;
     let broker = vhost.connect().await;
     let replies = broker.reply_queue().await;
 
@@ -331,7 +331,7 @@ async fn reading_and_replaying_keep_the_queue_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_dead_letters_are_read_from_x_death_and_unroutable_replays_stay() {
     let vhost = Vhost::create().await;
-    let _worker = vhost.start_worker("warren-echo", &[]).await;
+    let _worker = vhost.start_worker("warren-echo").await;
     let broker = vhost.connect().await;
 
     // A queue whose messages expire at once, dead-lettered by the broker to echo's DLQ.

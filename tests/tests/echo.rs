@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use warren_e2e::{
     ECHO_DLQ, ECHO_QUEUE, EXIT_TIMEOUT, MESSAGE_TIMEOUT, OutgoingMessage, READY_TIMEOUT,
-    ReceivedMessage, Request, Vhost, Worker, attribute, parse_envelope,
+    ReceivedMessage, Request, Vhost, attribute, parse_envelope,
 };
 
 const ECHO: &str = "dev.warren.echo.v1";
@@ -30,7 +30,7 @@ fn assert_echo_result<'a>(reply: &'a Value, data: &Value) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_gets_one_result_with_the_same_correlation_id() {
     let vhost = Vhost::create().await;
-    let _worker = vhost.start_worker("warren-echo", &[]).await;
+    let _worker = vhost.start_worker("warren-echo").await;
 
     let output = vhost
         .warren(&["request", ECHO, r#"{"hello":"world"}"#])
@@ -85,7 +85,7 @@ async fn request_gets_one_result_with_the_same_correlation_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_with_a_large_header_frame_is_answered() {
     let vhost = Vhost::create().await;
-    let _worker = vhost.start_worker("warren-echo", &[]).await;
+    let _worker = vhost.start_worker("warren-echo").await;
     let broker = vhost.connect().await;
     let replies = broker.reply_queue().await;
     let request = Request::new(ECHO, r#"{"large":"header"}"#, Some(replies.name()));
@@ -112,7 +112,7 @@ async fn request_with_a_large_header_frame_is_answered() {
 async fn request_times_out_with_exit_3_when_no_worker_answers() {
     let vhost = Vhost::create().await;
     // A worker declares the topology, then leaves: the request is queued, never answered.
-    let mut worker = vhost.start_worker("warren-echo", &[]).await;
+    let mut worker = vhost.start_worker("warren-echo").await;
     let status = worker.stop().await;
     assert!(
         status.success(),
@@ -213,7 +213,7 @@ fn assert_dead_letter_headers(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_dead_lettered_with_its_reason_and_the_worker_keeps_answering() {
     let vhost = Vhost::create().await;
-    let mut worker = vhost.start_worker("warren-echo", &[]).await;
+    let mut worker = vhost.start_worker("warren-echo").await;
     let broker = vhost.connect().await;
 
     let bad_inputs = bad_inputs();
@@ -286,7 +286,7 @@ async fn bad_input_is_dead_lettered_with_its_reason_and_the_worker_keeps_answeri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_payload_with_reply_to_gets_a_fault() {
     let vhost = Vhost::create().await;
-    let _worker = vhost.start_worker("warren-echo", &[]).await;
+    let _worker = vhost.start_worker("warren-echo").await;
     let broker = vhost.connect().await;
     let replies = broker.reply_queue().await;
 
@@ -357,7 +357,7 @@ async fn shutdown_with_messages_in_flight_loses_none() {
     let broker = vhost.connect().await;
 
     // A first run declares the topology and leaves, so the requests wait in the queue.
-    let mut first = vhost.start_worker("warren-echo", &[]).await;
+    let mut first = vhost.start_worker("warren-echo").await;
     let status = first.stop().await;
     assert!(
         status.success(),
@@ -387,7 +387,7 @@ async fn shutdown_with_messages_in_flight_loses_none() {
     // Stop the second run as soon as it has answered something: the rest is in flight or
     // still queued.
     let mut tally = Tally::default();
-    let mut second = Worker::spawn(&vhost, "warren-echo", &[]);
+    let mut second = vhost.worker("warren-echo").spawn();
     let first_reply = replies
         .next_within(&broker, READY_TIMEOUT)
         .await
@@ -409,7 +409,7 @@ async fn shutdown_with_messages_in_flight_loses_none() {
     );
 
     // A third run finishes the work.
-    let mut third = vhost.start_worker("warren-echo", &[]).await;
+    let mut third = vhost.start_worker("warren-echo").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while tally.received.len() < REQUESTS {
         let left = deadline.saturating_duration_since(Instant::now());

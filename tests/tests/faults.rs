@@ -7,31 +7,29 @@
 //! The witness is the tally worker: each request adds 1 to a key of its own, so a lost
 //! or doubled side effect shows in that key's total, read back at the end through
 //! `dev.warren.tally.get.v1`. The originator is the test itself, on a durable reply
-//! queue that a reconnecting consumer reads ([`ReplyCollector`]). The [`Checker`]
-//! classifies every request and prints one line per test:
-//! `delivered=… lost=… duplicated=… unexpected=… duplicate_outcomes=…`.
+//! queue that a reconnecting consumer reads ([`ReplyCollector`]). The checker
+//! ([`warren_e2e::checker::Checker`]) classifies every request and prints one line per
+//! test: `delivered=… lost=… duplicated=… unexpected=… duplicate_outcomes=…`.
 //!
-//! Each test runs in its own vhost with its own store folder, so they run in parallel
-//! with each other and with the rest of the suite on the shared broker.
+//! Each test is a [`TallyScenario`]: its own vhost, store folder, tally worker and reply
+//! collector, so they run in parallel with each other and with the rest of the suite on
+//! the shared broker.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
-use tokio::process::Command;
+use serde_json::Value;
 use tokio::time::Instant;
-use warren_e2e::checker::{Checker, Expectation, Verdict};
-use warren_e2e::fleet_check::{
-    ReplyCollector, StoreDir, TALLY_DLQ, TALLY_QUEUE, TallyProcess, integer_header, message_id,
-    read_totals, wait_until_settled,
-};
+use warren_e2e::checker::Expectation;
 use warren_e2e::proxy::Proxy;
-use warren_e2e::{Broker, EXIT_TIMEOUT, MESSAGE_TIMEOUT, Request, Vhost};
-use warren_messages::{Payload, TallyAdd, TallyAdded, fault_code};
+use warren_e2e::scenario::{TallyScenario, tally_add};
+use warren_e2e::{
+    EXIT_TIMEOUT, MESSAGE_TIMEOUT, ReplyCollector, Request, TALLY_DLQ, TALLY_QUEUE, WarrenProcess,
+};
+use warren_messages::{Payload, TallyAdded, fault_code};
 
 /// The requests of one run: enough that thousands are queued or in flight when the
 /// fault strikes.
@@ -46,73 +44,26 @@ const SLOW_PREFIX: &str = "k-";
 /// How long each slow add waits: about `PREFETCH` per this much, i.e. ~1000 a second.
 const SLOW_MS: u64 = 100;
 
-/// Starts `warren-tally` with [`PREFETCH`] and `settings` (see [`TallyProcess::start`]).
-async fn start_tally(
-    amqp_url: &str,
-    store_dir: &std::path::Path,
-    settings: &[(&str, &str)],
-) -> TallyProcess {
-    let prefetch = PREFETCH.to_string();
-    let mut all = vec![("WARREN_WORKER__PREFETCH", prefetch.as_str())];
-    all.extend_from_slice(settings);
-    TallyProcess::start(amqp_url, store_dir, &all).await
-}
-
-/// How long all outcomes of a run may take to arrive.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(45);
-
-/// How long the work queue may take to empty once every outcome arrived.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// How long reading back every total may take.
-const TOTALS_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How long a worker may take to notice a dead link and recover.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The shared broker, which the proxy forwards to.
 const BROKER_ADDRESS: &str = "127.0.0.1:5672";
 
+/// [`PREFETCH`], as `WARREN_WORKER__PREFETCH` takes it.
+const PREFETCH_SETTING: &str = "100";
+
+/// `settings` for `warren-tally`, with [`PREFETCH`] first.
+fn with_prefetch<'a>(settings: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    assert_eq!(PREFETCH_SETTING.parse(), Ok(PREFETCH), "one prefetch");
+    let mut all = vec![("WARREN_WORKER__PREFETCH", PREFETCH_SETTING)];
+    all.extend_from_slice(settings);
+    all
+}
+
 /// `slow_keys:k-:100`.
 fn slow_keys() -> String {
     format!("slow_keys:{SLOW_PREFIX}:{SLOW_MS}")
-}
-
-/// A request adding `amount` to `key`, answered on `replies`.
-fn add(key: &str, amount: i64, replies: &ReplyCollector) -> Request {
-    Request::new(
-        TallyAdd::TYPE,
-        &json!({ "key": key, "amount": amount }).to_string(),
-        Some(replies.name()),
-    )
-}
-
-/// Adds of 1 to the keys `<prefix><n>` for `n` in `numbers`, recorded in `checker`
-/// with `expectation`.
-fn adds_of_one(
-    prefix: &str,
-    numbers: std::ops::Range<usize>,
-    replies: &ReplyCollector,
-    checker: &mut Checker,
-    expectation: &Expectation,
-) -> Vec<Request> {
-    numbers
-        .map(|n| {
-            let key = format!("{prefix}{n:05}");
-            let request = add(&key, 1, replies);
-            checker.sent(request.correlation_id(), &key, expectation.clone());
-            request
-        })
-        .collect()
-}
-
-/// Publishes `requests` with confirms on a connection of the test's own, closed after.
-async fn publish(vhost: &Vhost, requests: impl IntoIterator<Item = Request>) {
-    let broker = vhost.connect().await;
-    broker
-        .publish_all(requests.into_iter().map(|request| request.message))
-        .await;
-    warren_e2e::close_connection(broker.connection(), "published").await;
 }
 
 /// Waits until `count` requests are answered, and says how many are answered when it
@@ -127,7 +78,7 @@ async fn wait_progress(
     what: &str,
 ) -> usize {
     let answered = outcomes
-        .wait_answered(correlation_ids, count, RECOVERY_TIMEOUT)
+        .wait_until_answered(correlation_ids, count, RECOVERY_TIMEOUT)
         .await;
     assert!(
         answered >= count,
@@ -149,65 +100,9 @@ fn assert_mid_stream(answered_then: usize, total: usize, fault: &str) {
     );
 }
 
-/// Waits for every outcome, for the work queue to settle, reads every total back, and
-/// classifies every request; prints the checker's line.
-async fn finish(
-    label: &str,
-    vhost: &Vhost,
-    outcomes: &ReplyCollector,
-    checker: &Checker,
-) -> Verdict {
-    let correlation_ids = checker.correlation_ids();
-    let started = Instant::now();
-    outcomes
-        .wait_answered(&correlation_ids, correlation_ids.len(), ANSWER_TIMEOUT)
-        .await;
-    eprintln!("{label}: outcomes in after {:?}", started.elapsed());
-    let settled = wait_until_settled(vhost, TALLY_QUEUE, SETTLE_TIMEOUT).await;
-    let totals = read_totals(vhost, &checker.keys(), TOTALS_TIMEOUT).await;
-    let verdict = checker.check(&outcomes.outcomes(), &totals);
-    verdict.print(label);
-    if let Err(counts) = settled {
-        panic!(
-            "{label}: {TALLY_QUEUE} still held messages {SETTLE_TIMEOUT:?} after the outcomes \
-             ({counts:?}); {verdict}"
-        );
-    }
-    verdict
-}
-
-/// Runs `rabbitmqctl close_all_connections` in `vhost` only.
-///
-/// # Panics
-/// When it fails.
-async fn close_all_connections(vhost: &Vhost) {
-    let output = Command::new("rabbitmqctl")
-        .args([
-            "close_all_connections",
-            "--vhost",
-            vhost.name(),
-            "warren fault test",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap_or_else(|error| panic!("cannot run rabbitmqctl: {error}"));
-    assert!(
-        output.status.success(),
-        "rabbitmqctl close_all_connections failed with {}: {}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    eprintln!(
-        "rabbitmqctl: {}",
-        String::from_utf8_lossy(&output.stdout).trim()
-    );
-}
-
 /// Asserts `worker` is still the process `pid` and running: it recovered, it did not
 /// crash and get replaced.
-fn assert_still_running(worker: &mut TallyProcess, pid: u32) {
+fn assert_still_running(worker: &mut WarrenProcess, pid: u32) {
     assert_eq!(worker.pid(), pid);
     assert_eq!(
         worker.try_exit_status(),
@@ -218,33 +113,19 @@ fn assert_still_running(worker: &mut TallyProcess, pid: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_before_ack_redelivers_with_one_side_effect() {
-    let vhost = Vhost::create().await;
-    let store = StoreDir::new();
     let slow = slow_keys();
-    let mut first = start_tally(
-        vhost.amqp_url(),
-        store.path(),
-        &[("WARREN_FAILPOINTS", &slow)],
-    )
-    .await;
-    let outcomes = ReplyCollector::start(&vhost).await;
-    let mut checker = Checker::new();
-    let requests = adds_of_one(
-        SLOW_PREFIX,
-        0..REQUESTS,
-        &outcomes,
-        &mut checker,
-        &Expectation::Applied,
-    );
-    publish(&vhost, requests).await;
-    let correlation_ids = checker.correlation_ids();
+    let mut scenario = TallyScenario::start(&with_prefetch(&[("WARREN_FAILPOINTS", &slow)])).await;
+    let requests = scenario.adds_of_one(SLOW_PREFIX, 0..REQUESTS, &Expectation::Applied);
+    scenario.publish(requests).await;
+    let correlation_ids = scenario.correlation_ids();
 
     // A quarter through, the worker holds a full prefetch of adds, waiting in the
     // handler, none acked: kill it there.
-    wait_progress(&outcomes, &correlation_ids, REQUESTS / 4, "before SIGKILL").await;
-    let answered_at_kill = outcomes.answered(&correlation_ids);
-    first.sigkill();
-    let status = first.wait_exit(EXIT_TIMEOUT).await;
+    let outcomes = &scenario.outcomes;
+    wait_progress(outcomes, &correlation_ids, REQUESTS / 4, "before SIGKILL").await;
+    let answered_at_kill = outcomes.count_answered(&correlation_ids);
+    scenario.worker.sigkill();
+    let status = scenario.worker.wait(EXIT_TIMEOUT).await;
     assert_eq!(
         status.signal(),
         Some(Signal::SIGKILL as i32),
@@ -253,52 +134,34 @@ async fn sigkill_before_ack_redelivers_with_one_side_effect() {
     assert_mid_stream(answered_at_kill, REQUESTS, "SIGKILL");
 
     // A new instance gets the unacked deliveries again, and the rest.
-    let _second = start_tally(vhost.amqp_url(), store.path(), &[]).await;
-    let verdict = finish(
-        "sigkill_before_ack_redelivers_with_one_side_effect",
-        &vhost,
-        &outcomes,
-        &checker,
-    )
-    .await;
+    let _second = scenario.start_another_tally(&with_prefetch(&[])).await;
+    let verdict = scenario
+        .check_when_settled("sigkill_before_ack_redelivers_with_one_side_effect")
+        .await;
     verdict.assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_after_side_effect_before_ack_hits_the_inbox() {
     const CRASH_AFTER_COMMIT: usize = REQUESTS / 2;
-    let vhost = Vhost::create().await;
-    let store = StoreDir::new();
     let failpoint = format!("crash_after_commit:{CRASH_AFTER_COMMIT}");
-    let mut first = start_tally(
-        vhost.amqp_url(),
-        store.path(),
-        &[("WARREN_FAILPOINTS", &failpoint)],
-    )
-    .await;
-    let outcomes = ReplyCollector::start(&vhost).await;
-    let mut checker = Checker::new();
-    let requests = adds_of_one(
-        "k-",
-        0..REQUESTS,
-        &outcomes,
-        &mut checker,
-        &Expectation::Applied,
-    );
-    publish(&vhost, requests).await;
-    let correlation_ids = checker.correlation_ids();
+    let mut scenario =
+        TallyScenario::start(&with_prefetch(&[("WARREN_FAILPOINTS", &failpoint)])).await;
+    let requests = scenario.adds_of_one("k-", 0..REQUESTS, &Expectation::Applied);
+    scenario.publish(requests).await;
+    let correlation_ids = scenario.correlation_ids();
 
     // The worker aborts right after its n-th commit: the addition is in the store, its
     // reply not published, its delivery not acked.
-    let status = first.wait_exit(RECOVERY_TIMEOUT).await;
-    let answered_at_crash = outcomes.answered(&correlation_ids);
+    let status = scenario.worker.wait(RECOVERY_TIMEOUT).await;
+    let answered_at_crash = scenario.outcomes.count_answered(&correlation_ids);
     assert_eq!(
         status.signal(),
         Some(Signal::SIGABRT as i32),
         "the worker died at its failpoint (abort), not with {status}"
     );
     assert_mid_stream(answered_at_crash, REQUESTS, "the crash after commit");
-    let crash_lines = first.lines_containing("reached after message");
+    let crash_lines = scenario.worker.lines_with(&["reached after message"]);
     let crashed_message = crash_lines
         .first()
         .and_then(|line| line.split("reached after message ").nth(1))
@@ -315,15 +178,12 @@ async fn sigkill_after_side_effect_before_ack_hits_the_inbox() {
 
     // A clean instance gets that delivery again: the inbox has it, so it re-sends the
     // recorded reply and adds nothing.
-    let _second = start_tally(vhost.amqp_url(), store.path(), &[]).await;
-    let verdict = finish(
-        "sigkill_after_side_effect_before_ack_hits_the_inbox",
-        &vhost,
-        &outcomes,
-        &checker,
-    )
-    .await;
-    let crashed_outcomes: Vec<Value> = outcomes
+    let _second = scenario.start_another_tally(&with_prefetch(&[])).await;
+    let verdict = scenario
+        .check_when_settled("sigkill_after_side_effect_before_ack_hits_the_inbox")
+        .await;
+    let crashed_outcomes: Vec<Value> = scenario
+        .outcomes
         .outcomes()
         .into_iter()
         .filter(|outcome| outcome["correlationid"].as_str() == Some(crashed_message.as_str()))
@@ -342,44 +202,35 @@ async fn sigkill_after_side_effect_before_ack_hits_the_inbox() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_connections_mid_stream_recovers() {
     const ROUND_REQUESTS: usize = REQUESTS + REQUESTS / 4;
-    let vhost = Vhost::create().await;
-    let store = StoreDir::new();
     let slow = slow_keys();
-    let mut worker = start_tally(
-        vhost.amqp_url(),
-        store.path(),
-        &[("WARREN_FAILPOINTS", &slow)],
-    )
-    .await;
-    let pid = worker.pid();
-    let outcomes = ReplyCollector::start(&vhost).await;
-    let mut checker = Checker::new();
-    let requests = adds_of_one(
-        SLOW_PREFIX,
-        0..ROUND_REQUESTS,
-        &outcomes,
-        &mut checker,
-        &Expectation::Applied,
-    );
-    publish(&vhost, requests).await;
-    let correlation_ids = checker.correlation_ids();
+    let mut scenario = TallyScenario::start(&with_prefetch(&[("WARREN_FAILPOINTS", &slow)])).await;
+    let pid = scenario.worker.pid();
+    let requests = scenario.adds_of_one(SLOW_PREFIX, 0..ROUND_REQUESTS, &Expectation::Applied);
+    scenario.publish(requests).await;
+    let correlation_ids = scenario.correlation_ids();
 
     // Twice: close every connection of the vhost (the worker's and the test's own) with
     // deliveries in flight, then wait for the worker to consume again and make progress.
     for (round, fraction) in [(1, 4), (2, 2)] {
         wait_progress(
-            &outcomes,
+            &scenario.outcomes,
             &correlation_ids,
             ROUND_REQUESTS / fraction,
             "before closing the connections",
         )
         .await;
-        let answered_then = outcomes.answered(&correlation_ids);
-        close_all_connections(&vhost).await;
+        let answered_then = scenario.outcomes.count_answered(&correlation_ids);
+        scenario
+            .vhost
+            .close_all_connections("warren fault test")
+            .await;
         assert_mid_stream(answered_then, ROUND_REQUESTS, "close_all_connections");
-        worker.wait_ready(round + 1, RECOVERY_TIMEOUT).await;
+        scenario
+            .worker
+            .wait_for_sessions(round + 1, RECOVERY_TIMEOUT)
+            .await;
         wait_progress(
-            &outcomes,
+            &scenario.outcomes,
             &correlation_ids,
             answered_then + PREFETCH,
             "after closing the connections",
@@ -387,19 +238,15 @@ async fn closing_connections_mid_stream_recovers() {
         .await;
     }
 
-    let verdict = finish(
-        "closing_connections_mid_stream_recovers",
-        &vhost,
-        &outcomes,
-        &checker,
-    )
-    .await;
-    assert_still_running(&mut worker, pid);
+    let verdict = scenario
+        .check_when_settled("closing_connections_mid_stream_recovers")
+        .await;
+    assert_still_running(&mut scenario.worker, pid);
     assert!(
-        outcomes.sessions() >= 3,
+        scenario.outcomes.sessions() >= 3,
         "the test's own originator lost its connection twice and came back each time: {} \
          sessions",
-        outcomes.sessions()
+        scenario.outcomes.sessions()
     );
     verdict.assert_clean();
 }
@@ -407,47 +254,34 @@ async fn closing_connections_mid_stream_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_and_blackholed_proxy_recovers() {
     const ROUND_REQUESTS: usize = REQUESTS + REQUESTS / 4;
-    let vhost = Vhost::create().await;
-    let store = StoreDir::new();
     let upstream: SocketAddr = BROKER_ADDRESS.parse().expect("a socket address");
     let proxy = Proxy::start(upstream).await;
     let slow = slow_keys();
-    let mut worker = start_tally(
-        &proxy.amqp_url(&vhost),
-        store.path(),
-        &[
-            ("WARREN_FAILPOINTS", &slow),
-            ("WARREN_AMQP__HEARTBEAT_SECS", "1"),
-        ],
-    )
-    .await;
-    let pid = worker.pid();
-    let outcomes = ReplyCollector::start(&vhost).await;
-    let mut checker = Checker::new();
-    let requests = adds_of_one(
-        SLOW_PREFIX,
-        0..ROUND_REQUESTS,
-        &outcomes,
-        &mut checker,
-        &Expectation::Applied,
-    );
-    publish(&vhost, requests).await;
-    let correlation_ids = checker.correlation_ids();
+    let settings = [
+        ("WARREN_FAILPOINTS", slow.as_str()),
+        ("WARREN_AMQP__HEARTBEAT_SECS", "1"),
+    ];
+    let mut scenario = TallyScenario::start_behind(&proxy, &with_prefetch(&settings)).await;
+    let pid = scenario.worker.pid();
+    let requests = scenario.adds_of_one(SLOW_PREFIX, 0..ROUND_REQUESTS, &Expectation::Applied);
+    scenario.publish(requests).await;
+    let correlation_ids = scenario.correlation_ids();
+    let outcomes = &scenario.outcomes;
 
     // Cut: both ends see the connection reset at once.
     wait_progress(
-        &outcomes,
+        outcomes,
         &correlation_ids,
         ROUND_REQUESTS / 5,
         "before the cut",
     )
     .await;
-    let answered_at_cut = outcomes.answered(&correlation_ids);
+    let answered_at_cut = outcomes.count_answered(&correlation_ids);
     proxy.cut();
     assert_mid_stream(answered_at_cut, ROUND_REQUESTS, "the cut");
-    worker.wait_ready(2, RECOVERY_TIMEOUT).await;
+    scenario.worker.wait_for_sessions(2, RECOVERY_TIMEOUT).await;
     wait_progress(
-        &outcomes,
+        outcomes,
         &correlation_ids,
         ROUND_REQUESTS / 2,
         "after the cut",
@@ -457,14 +291,14 @@ async fn cut_and_blackholed_proxy_recovers() {
     // Blackhole: nothing gets through, not even a close; only heartbeats tell each end.
     // Hold it until both ends have given up on the connection: the worker closed its
     // end, and the broker dropped the worker's consumer.
-    let answered_at_blackhole = outcomes.answered(&correlation_ids);
+    let answered_at_blackhole = outcomes.count_answered(&correlation_ids);
     proxy.blackhole();
     assert_mid_stream(answered_at_blackhole, ROUND_REQUESTS, "the blackhole");
     let blackholed = Instant::now();
-    let broker: Broker = vhost.connect().await;
+    let client = scenario.vhost.connect().await;
     loop {
         let stats = proxy.stats();
-        let work_queue = broker.queue_state(TALLY_QUEUE).await;
+        let work_queue = client.queue_state(TALLY_QUEUE).await;
         let broker_gave_up = work_queue.is_some_and(|state| state.consumers == 0);
         if stats.client_closed_in_blackhole >= 1 && broker_gave_up {
             eprintln!(
@@ -480,18 +314,14 @@ async fn cut_and_blackholed_proxy_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    warren_e2e::close_connection(broker.connection(), "done").await;
+    client.close().await;
     proxy.restore();
-    worker.wait_ready(3, RECOVERY_TIMEOUT).await;
+    scenario.worker.wait_for_sessions(3, RECOVERY_TIMEOUT).await;
 
-    let verdict = finish(
-        "cut_and_blackholed_proxy_recovers",
-        &vhost,
-        &outcomes,
-        &checker,
-    )
-    .await;
-    assert_still_running(&mut worker, pid);
+    let verdict = scenario
+        .check_when_settled("cut_and_blackholed_proxy_recovers")
+        .await;
+    assert_still_running(&mut scenario.worker, pid);
     eprintln!("proxy: {:?}", proxy.stats());
     verdict.assert_clean();
 }
@@ -501,36 +331,20 @@ async fn transient_failures_end_in_the_dlq_after_max_attempts() {
     const FLAKY_PREFIX: &str = "flaky-";
     const FLAKY_REQUESTS: usize = 40;
     const MAX_ATTEMPTS: u32 = 3;
-    let vhost = Vhost::create().await;
-    let store = StoreDir::new();
     let failpoints = format!("transient_keys:{FLAKY_PREFIX}");
     let max_attempts = MAX_ATTEMPTS.to_string();
-    let mut worker = start_tally(
-        vhost.amqp_url(),
-        store.path(),
-        &[
-            ("WARREN_FAILPOINTS", &failpoints),
-            ("WARREN_RETRY__MAX_ATTEMPTS", &max_attempts),
-            ("WARREN_RETRY__INITIAL_DELAY_MS", "100"),
-            ("WARREN_RETRY__MAX_DELAY_MS", "1000"),
-        ],
-    )
+    let mut scenario = TallyScenario::start(&with_prefetch(&[
+        ("WARREN_FAILPOINTS", &failpoints),
+        ("WARREN_RETRY__MAX_ATTEMPTS", &max_attempts),
+        ("WARREN_RETRY__INITIAL_DELAY_MS", "100"),
+        ("WARREN_RETRY__MAX_DELAY_MS", "1000"),
+    ]))
     .await;
-    let pid = worker.pid();
-    let outcomes = ReplyCollector::start(&vhost).await;
-    let mut checker = Checker::new();
-    let steady = adds_of_one(
-        "k-",
-        0..REQUESTS,
-        &outcomes,
-        &mut checker,
-        &Expectation::Applied,
-    );
-    let flaky = adds_of_one(
+    let pid = scenario.worker.pid();
+    let steady = scenario.adds_of_one("k-", 0..REQUESTS, &Expectation::Applied);
+    let flaky = scenario.adds_of_one(
         FLAKY_PREFIX,
         0..FLAKY_REQUESTS,
-        &outcomes,
-        &mut checker,
         &Expectation::Faulted {
             code: fault_code::INTERNAL.to_owned(),
             retryable: true,
@@ -548,26 +362,22 @@ async fn transient_failures_end_in_the_dlq_after_max_attempts() {
         let flaky_one = if n % every == 0 { flaky.next() } else { None };
         std::iter::once(request).chain(flaky_one)
     });
-    publish(&vhost, mixed).await;
+    scenario.publish(mixed).await;
 
-    let verdict = finish(
-        "transient_failures_end_in_the_dlq_after_max_attempts",
-        &vhost,
-        &outcomes,
-        &checker,
-    )
-    .await;
+    let verdict = scenario
+        .check_when_settled("transient_failures_end_in_the_dlq_after_max_attempts")
+        .await;
     verdict.assert_clean();
-    assert_still_running(&mut worker, pid);
+    assert_still_running(&mut scenario.worker, pid);
 
     // Each flaky request is in the DLQ once, after its last attempt.
-    let broker = vhost.connect().await;
-    let dead_letters = broker
+    let client = scenario.vhost.connect().await;
+    let dead_letters = client
         .get_messages(TALLY_DLQ, FLAKY_REQUESTS, MESSAGE_TIMEOUT)
         .await;
     let mut dead_lettered = HashSet::new();
     for dead_letter in &dead_letters {
-        let id = message_id(dead_letter).unwrap_or_else(|| {
+        let id = dead_letter.message_id().unwrap_or_else(|| {
             panic!(
                 "a dead letter without a message id: {:?}",
                 dead_letter.headers_debug()
@@ -585,13 +395,13 @@ async fn transient_failures_end_in_the_dlq_after_max_attempts() {
             dead_letter.headers_debug()
         );
         assert_eq!(
-            integer_header(dead_letter, "x-warren-attempts"),
+            dead_letter.integer_header("x-warren-attempts"),
             Some(i64::from(MAX_ATTEMPTS)),
             "{:?}",
             dead_letter.headers_debug()
         );
     }
-    let dlq = broker.queue_state(TALLY_DLQ).await.expect("the DLQ exists");
+    let dlq = client.queue_state(TALLY_DLQ).await.expect("the DLQ exists");
     assert_eq!(dlq.messages, 0, "only the flaky requests are dead-lettered");
     eprintln!(
         "{} flaky requests dead-lettered after {MAX_ATTEMPTS} attempts each",
@@ -603,35 +413,29 @@ async fn transient_failures_end_in_the_dlq_after_max_attempts() {
 async fn permanent_failure_goes_to_the_dlq_at_once() {
     const OVERFLOW_PREFIX: &str = "overflow-";
     const OVERFLOW_REQUESTS: usize = 20;
-    let vhost = Vhost::create().await;
-    let store = StoreDir::new();
     // Retries would be quick, so that a wrongly retried permanent failure shows in its
     // attempts rather than in a slow test.
-    let mut worker = start_tally(
-        vhost.amqp_url(),
-        store.path(),
-        &[
-            ("WARREN_RETRY__INITIAL_DELAY_MS", "100"),
-            ("WARREN_RETRY__MAX_DELAY_MS", "1000"),
-        ],
-    )
+    let mut scenario = TallyScenario::start(&with_prefetch(&[
+        ("WARREN_RETRY__INITIAL_DELAY_MS", "100"),
+        ("WARREN_RETRY__MAX_DELAY_MS", "1000"),
+    ]))
     .await;
-    let pid = worker.pid();
+    let pid = scenario.worker.pid();
 
-    // First fill some keys to the brim.
-    let seeds = ReplyCollector::start(&vhost).await;
+    // First fill some keys to the brim, answered on a reply queue of their own.
+    let seeds = ReplyCollector::start(&scenario.vhost).await;
     let overflow_keys: Vec<String> = (0..OVERFLOW_REQUESTS)
         .map(|n| format!("{OVERFLOW_PREFIX}{n:05}"))
         .collect();
     let seed_requests: Vec<Request> = overflow_keys
         .iter()
-        .map(|key| add(key, i64::MAX, &seeds))
+        .map(|key| tally_add(key, i64::MAX, seeds.name()))
         .collect();
     let seed_ids: HashSet<String> = seed_requests
         .iter()
         .map(|request| request.correlation_id().to_owned())
         .collect();
-    publish(&vhost, seed_requests).await;
+    scenario.publish(seed_requests).await;
     wait_progress(&seeds, &seed_ids, OVERFLOW_REQUESTS, "filling the keys").await;
     for seed in seeds.outcomes() {
         assert_eq!(seed["type"], TallyAdded::TYPE, "{seed}");
@@ -639,20 +443,12 @@ async fn permanent_failure_goes_to_the_dlq_at_once() {
     }
 
     // Then one more add to each of them in the middle of a load of ordinary adds.
-    let outcomes = ReplyCollector::start(&vhost).await;
-    let mut checker = Checker::new();
-    let first_half = adds_of_one(
-        "k-",
-        0..REQUESTS / 2,
-        &outcomes,
-        &mut checker,
-        &Expectation::Applied,
-    );
+    let first_half = scenario.adds_of_one("k-", 0..REQUESTS / 2, &Expectation::Applied);
     let overflowing: Vec<Request> = overflow_keys
         .iter()
         .map(|key| {
-            let request = add(key, i64::MAX, &outcomes);
-            checker.sent_on_top_of(
+            let request = tally_add(key, i64::MAX, scenario.outcomes.name());
+            scenario.checker.sent_on_top_of(
                 request.correlation_id(),
                 key,
                 i64::MAX,
@@ -669,44 +465,33 @@ async fn permanent_failure_goes_to_the_dlq_at_once() {
         .iter()
         .map(|request| request.correlation_id().to_owned())
         .collect();
-    let second_half = adds_of_one(
-        "k-",
-        REQUESTS / 2..REQUESTS,
-        &outcomes,
-        &mut checker,
-        &Expectation::Applied,
-    );
-    publish(
-        &vhost,
-        first_half.into_iter().chain(overflowing).chain(second_half),
-    )
-    .await;
+    let second_half = scenario.adds_of_one("k-", REQUESTS / 2..REQUESTS, &Expectation::Applied);
+    scenario
+        .publish(first_half.into_iter().chain(overflowing).chain(second_half))
+        .await;
 
-    let verdict = finish(
-        "permanent_failure_goes_to_the_dlq_at_once",
-        &vhost,
-        &outcomes,
-        &checker,
-    )
-    .await;
+    let verdict = scenario
+        .check_when_settled("permanent_failure_goes_to_the_dlq_at_once")
+        .await;
     verdict.assert_clean();
-    assert_still_running(&mut worker, pid);
+    assert_still_running(&mut scenario.worker, pid);
     assert_eq!(
-        worker.sessions_ready(),
+        scenario.worker.sessions_ready(),
         1,
         "the worker kept serving on its first session"
     );
 
     // Each overflowing add is in the DLQ once, after one attempt, straight from the
     // command exchange (it never went through a delay queue).
-    let broker = vhost.connect().await;
-    let dead_letters = broker
+    let client = scenario.vhost.connect().await;
+    let dead_letters = client
         .get_messages(TALLY_DLQ, OVERFLOW_REQUESTS, MESSAGE_TIMEOUT)
         .await;
     let mut dead_lettered = HashSet::new();
     for dead_letter in &dead_letters {
         let headers = dead_letter.headers_debug();
-        let id = message_id(dead_letter)
+        let id = dead_letter
+            .message_id()
             .unwrap_or_else(|| panic!("a dead letter without a message id: {headers:?}"));
         assert!(
             overflow_ids.contains(&id),
@@ -719,7 +504,7 @@ async fn permanent_failure_goes_to_the_dlq_at_once() {
             "{headers:?}"
         );
         assert_eq!(
-            integer_header(dead_letter, "x-warren-attempts"),
+            dead_letter.integer_header("x-warren-attempts"),
             Some(1),
             "{headers:?}"
         );
@@ -729,7 +514,7 @@ async fn permanent_failure_goes_to_the_dlq_at_once() {
             "{headers:?}"
         );
     }
-    let dlq = broker.queue_state(TALLY_DLQ).await.expect("the DLQ exists");
+    let dlq = client.queue_state(TALLY_DLQ).await.expect("the DLQ exists");
     assert_eq!(
         dlq.messages, 0,
         "only the overflowing adds are dead-lettered"

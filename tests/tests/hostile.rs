@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use warren_e2e::raw_amqp::{PublishAnswer, RawProperties, RawPublisher, RawValue};
 use warren_e2e::{
-    Broker, MESSAGE_TIMEOUT, ReceivedMessage, ReplyQueue, Request, Vhost, Worker, attribute,
+    BrokerClient, ECHO_DLQ, EXIT_TIMEOUT, MESSAGE_TIMEOUT, ReceivedMessage, ReplyQueue, Request,
+    StoreFolder, TALLY_DLQ, Vhost, WarrenCommand, WarrenProcess, attribute,
 };
 
 const ECHO: &str = "dev.warren.echo.v1";
@@ -24,8 +25,6 @@ const ECHO_REPLIED: &str = "dev.warren.echo.replied.v1";
 const TALLY_ADD: &str = "dev.warren.tally.add.v1";
 const TALLY_GET: &str = "dev.warren.tally.get.v1";
 const FAULT: &str = "dev.warren.fault.v1";
-const ECHO_DLQ: &str = "warren.echo.dlq";
-const TALLY_DLQ: &str = "warren.tally.dlq";
 const COMMANDS: &str = "warren.commands";
 
 /// How soon a worker must answer again after a hostile message.
@@ -34,27 +33,18 @@ const SERVING_AGAIN_WITHIN: Duration = Duration::from_secs(5);
 /// The shared broker's AMQP port.
 const BROKER_PORT: u16 = 5672;
 
-/// A fresh store folder under the system's temp folder, removed when dropped.
-struct StoreFolder(PathBuf);
-
-impl Drop for StoreFolder {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// echo and tally in a vhost of their own, a connection and a reply queue of the test's,
-/// and a bare publisher.
+/// and a bare publisher. The vhost and the store folder are dropped last.
 struct Fleet {
-    vhost: Vhost,
-    echo: Worker,
-    tally: Worker,
+    echo: WarrenProcess,
+    tally: WarrenProcess,
     echo_pid: u32,
     tally_pid: u32,
-    broker: Broker,
+    broker: BrokerClient,
     replies: ReplyQueue,
     raw: RawPublisher,
     _store: StoreFolder,
+    vhost: Vhost,
 }
 
 impl Fleet {
@@ -65,15 +55,13 @@ impl Fleet {
     /// The fleet with environment variables `env` set for both workers.
     async fn start_with_env(env: &[(&str, &str)]) -> Fleet {
         let vhost = Vhost::create().await;
-        let store = StoreFolder(
-            std::env::temp_dir().join(format!("warren-e2e-hostile-{}", uuid::Uuid::new_v4())),
-        );
-        let store_dir = store.0.display().to_string();
-        let echo = vhost.start_worker_with_env("warren-echo", &[], env).await;
-        let mut tally_env = env.to_vec();
-        tally_env.push(("WARREN_STORE__DIR", &store_dir));
+        let store = StoreFolder::new();
+        let echo = vhost.worker("warren-echo").envs(env).start().await;
         let tally = vhost
-            .start_worker_with_env("warren-tally", &[], &tally_env)
+            .worker("warren-tally")
+            .envs(env)
+            .store(&store)
+            .start()
             .await;
         let broker = vhost.connect().await;
         let replies = broker.reply_queue().await;
@@ -781,14 +769,10 @@ async fn a_password_in_an_unparsable_url_is_never_printed() {
     assert_eq!(output.code(), Some(2), "{}", output.stderr);
     assert!(output.stderr.contains("amqp.url"), "{}", output.stderr);
     assert!(!output.stderr.contains("cret"), "{}", output.stderr);
-    let worker = tokio::process::Command::new(warren_e2e::bin_path("warren-echo"))
-        .env("WARREN_AMQP_URL", url)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("run the worker");
-    let printed = String::from_utf8_lossy(&worker.stderr);
-    assert_eq!(worker.status.code(), Some(2), "{printed}");
+    let mut worker = WarrenCommand::new("warren-echo", url).spawn();
+    let status = worker.wait(EXIT_TIMEOUT).await;
+    let printed = worker.stderr();
+    assert_eq!(status.code(), Some(2), "{printed}");
     assert!(
         printed.contains("amqp.url") && !printed.contains("cret"),
         "{printed}"

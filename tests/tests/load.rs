@@ -2,11 +2,9 @@
 //! the JSON summary is one object with consistent numbers, `--plot` draws an SVG,
 //! timeouts are counted rather than hidden, and a lost connection is survived.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::process::Command;
 use tokio::time::Instant;
 use warren_e2e::{CliOutput, Vhost};
 
@@ -78,7 +76,7 @@ fn assert_all_results(summary: &Value, messages: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_loop_gets_every_result_and_reports_json() {
     let vhost = Vhost::create().await;
-    let _worker = vhost.start_worker("warren-echo", &[]).await;
+    let _worker = vhost.start_worker("warren-echo").await;
 
     let output = vhost
         .warren(&[
@@ -121,7 +119,7 @@ async fn closed_loop_gets_every_result_and_reports_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefill_queues_everything_and_reports_the_drain_rate() {
     let vhost = Vhost::create().await;
-    let _worker = vhost.start_worker("warren-echo", &[]).await;
+    let _worker = vhost.start_worker("warren-echo").await;
 
     let output = vhost
         .warren(&["load", "--messages", "2000", "--prefill", "--json"])
@@ -145,7 +143,7 @@ async fn prefill_queues_everything_and_reports_the_drain_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_and_an_open_loop_get_every_result_and_plot() {
     let vhost = Vhost::create().await;
-    let _worker = vhost.start_worker("warren-echo", &[]).await;
+    let _worker = vhost.start_worker("warren-echo").await;
 
     let output = vhost
         .warren(&[
@@ -206,7 +204,7 @@ async fn bursts_and_an_open_loop_get_every_result_and_plot() {
 async fn timeouts_are_counted_with_exit_3() {
     let vhost = Vhost::create().await;
     // A worker declares the topology, then leaves: requests queue and are never answered.
-    let mut worker = vhost.start_worker("warren-echo", &[]).await;
+    let mut worker = vhost.start_worker("warren-echo").await;
     let status = worker.stop().await;
     assert!(
         status.success(),
@@ -266,45 +264,14 @@ async fn bad_flags_are_usage_errors() {
     }
 }
 
-/// Runs `rabbitmqctl` with `args` and returns its stdout.
-async fn rabbitmqctl(args: &[&str]) -> String {
-    let output = Command::new("rabbitmqctl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap_or_else(|error| panic!("cannot run rabbitmqctl {args:?}: {error}"));
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// Waits for the connection named `connection_name` in `vhost`, then has the broker
 /// close it.
 async fn close_connection_when_it_appears(vhost: &Vhost, connection_name: &str) {
     let deadline = Instant::now() + CONNECTION_TIMEOUT;
-    let marker = format!("{{\"connection_name\",\"{connection_name}\"}}");
-    loop {
-        let listing = rabbitmqctl(&[
-            "list_connections",
-            "-q",
-            "-p",
-            vhost.name(),
-            "pid",
-            "client_properties",
-        ])
-        .await;
-        let found = listing
-            .lines()
-            .find(|line| line.contains(&marker))
-            .and_then(|line| line.split('\t').next());
-        if let Some(pid) = found {
-            rabbitmqctl(&["close_connection", pid, "warren-e2e: a lost connection"]).await;
-            return;
-        }
+    while !vhost
+        .close_connection_named(connection_name, "warren-e2e: a lost connection")
+        .await
+    {
         assert!(
             Instant::now() < deadline,
             "no connection {connection_name} in {} within {CONNECTION_TIMEOUT:?}",
@@ -316,7 +283,7 @@ async fn close_connection_when_it_appears(vhost: &Vhost, connection_name: &str) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_is_survived_and_nothing_is_hidden() {
     let vhost = Vhost::create().await;
-    let _worker = vhost.start_worker("warren-echo", &[]).await;
+    let _worker = vhost.start_worker("warren-echo").await;
 
     // Ten seconds of load; the broker closes its connection as soon as it is seen.
     let (output, ()) = tokio::join!(
