@@ -236,30 +236,23 @@ impl<H: Handler> Processor<'_, H> {
         }
         let mut pending = Vec::with_capacity(encoded.len());
         for (output, exchange, routing_key, body, properties) in encoded {
+            // Only a command must find a queue: an event nobody subscribes to, or an
+            // outcome whose originator left, is no error (and a mandatory publish's
+            // return could be handed to another publish's confirm).
+            let mandatory = output.route == Route::Command;
             let confirm = self
                 .publisher
-                .publish_raw(exchange, routing_key, &body, properties)
+                .publish_with(exchange, routing_key, &body, properties, mandatory)
                 .await?;
             pending.push((output.route, &*output.message_type, confirm));
         }
         for (route, message_type, confirm) in pending {
-            if confirm.wait().await? == Delivered::Returned {
-                match route {
-                    Route::Reply | Route::Progress => {
-                        tracing::warn!("the reply queue is gone; the outcome was dropped")
-                    }
-                    Route::Event => {
-                        tracing::debug!(message_type, "no queue subscribes to this event")
-                    }
-                    Route::Command => {
-                        let fact = Fact::CommandReturned {
-                            message_type: message_type.to_owned(),
-                        };
-                        let action = decide(fact, attempts, &self.core.settings.retry);
-                        return Box::pin(self.carry_out(delivery, attributes, action, attempts))
-                            .await;
-                    }
-                }
+            if confirm.wait().await? == Delivered::Returned && route == Route::Command {
+                let fact = Fact::CommandReturned {
+                    message_type: message_type.to_owned(),
+                };
+                let action = decide(fact, attempts, &self.core.settings.retry);
+                return Box::pin(self.carry_out(delivery, attributes, action, attempts)).await;
             }
         }
         tracing::debug!(outputs = outputs.items.len(), "handled");
@@ -307,14 +300,13 @@ impl<H: Handler> Processor<'_, H> {
         if let Some(confirm) = dead_letter {
             confirm.wait_routed().await?;
         }
-        // Returned when no worker undoes anything for this kind of request: fine.
+        // Neither is mandatory: nobody undoing anything for this kind of request, or an
+        // originator that left, is no error.
         if let Some(confirm) = announced {
             confirm.wait().await?;
         }
-        if let Some(confirm) = fault
-            && confirm.wait().await? == Delivered::Returned
-        {
-            tracing::warn!("the reply queue is gone; the fault was dropped");
+        if let Some(confirm) = fault {
+            confirm.wait().await?;
         }
         self.ack(delivery).await
     }
@@ -400,8 +392,15 @@ impl<H: Handler> Processor<'_, H> {
             attributes: announcement,
             data: &failed,
         };
+        let body = envelope.to_json_vec()?;
         self.publisher
-            .publish(EVENTS_EXCHANGE, RequestFailed::TYPE, &envelope)
+            .publish_with(
+                EVENTS_EXCHANGE,
+                RequestFailed::TYPE,
+                &body,
+                properties_of(&envelope),
+                false,
+            )
             .await
     }
 
@@ -439,7 +438,13 @@ impl<H: Handler> Processor<'_, H> {
             body = envelope.to_json_vec()?;
         }
         self.publisher
-            .publish_raw(REPLIES_EXCHANGE, reply_to, &body, properties_of(&envelope))
+            .publish_with(
+                REPLIES_EXCHANGE,
+                reply_to,
+                &body,
+                properties_of(&envelope),
+                false,
+            )
             .await
     }
 

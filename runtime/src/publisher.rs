@@ -46,13 +46,37 @@ pub struct PendingConfirm {
 impl PendingConfirm {
     /// Waits for the broker's confirm. A nack or a timeout is an error; a returned
     /// message is [`Delivered::Returned`], for the caller to judge.
+    ///
+    /// A `basic.return` carries no delivery tag, and lapin hands it to whichever confirm
+    /// of the channel it completes next, which with several publishes in flight may be
+    /// another one's (RabbitMQ only promises the return comes before its own ack). So a
+    /// return counts as this publish's when it has this publish's exchange and routing
+    /// key: whether a message routes depends on those alone, so a message on the same
+    /// route was returned means this one would be too. Another route's return is logged,
+    /// never taken for this publish's.
     pub async fn wait(self) -> Result<Delivered, RuntimeError> {
         let confirmation = tokio::time::timeout(self.timeout, self.confirm)
             .await
             .map_err(|_elapsed| RuntimeError::ConfirmTimeout(self.timeout))??;
         match confirmation {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(Delivered::Routed),
-            Confirmation::Ack(Some(_returned)) => Ok(Delivered::Returned),
+            Confirmation::Ack(Some(returned)) => {
+                let delivery = &returned.delivery;
+                if delivery.exchange.as_str() == self.exchange
+                    && delivery.routing_key.as_str() == self.routing_key
+                {
+                    Ok(Delivered::Returned)
+                } else {
+                    tracing::warn!(
+                        exchange = %delivery.exchange,
+                        routing_key = %delivery.routing_key,
+                        message_id = ?delivery.properties.message_id(),
+                        reply_text = %returned.reply_text,
+                        "the broker returned a message that no queue takes"
+                    );
+                    Ok(Delivered::Routed)
+                }
+            }
             Confirmation::Nack(_) => Err(RuntimeError::Nacked {
                 exchange: self.exchange,
                 routing_key: self.routing_key,
@@ -120,6 +144,20 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<PendingConfirm, RuntimeError> {
+        self.publish_with(exchange, routing_key, body, properties, true)
+            .await
+    }
+
+    /// Publishes `body` with `properties` as they are; `mandatory` asks the broker to
+    /// return it when no queue takes it (otherwise it drops it).
+    pub async fn publish_with(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<PendingConfirm, RuntimeError> {
         let name = |text: &str| {
             short_string(text)
                 .ok_or_else(|| RuntimeError::NameTooLong(truncate(text, 64).to_owned()))
@@ -130,7 +168,7 @@ impl Publisher {
             name(exchange)?,
             name(routing_key)?,
             BasicPublishOptions {
-                mandatory: true,
+                mandatory,
                 immediate: false,
             },
             body,

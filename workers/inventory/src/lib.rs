@@ -40,7 +40,7 @@ pub const OUT_OF_STOCK: &str = "out_of_stock";
 pub const SLOW_SKU: &str = "test-slow";
 
 /// How long reserving [`SLOW_SKU`] takes.
-pub const SLOW_SKU_DELAY: Duration = Duration::from_secs(2);
+pub const SLOW_SKU_DELAY: Duration = Duration::from_secs(5);
 
 /// The worker's tables, by version (see `Store::open_with_migrations`).
 const MIGRATIONS: &[&str] = &["CREATE TABLE stock (
