@@ -126,12 +126,14 @@ pub struct CorrelationAndType<'a> {
 
 impl RawOutcome {
     /// The body exactly as it arrived.
+    #[inline]
     pub fn body(&self) -> &[u8] {
         &self.delivery.data
     }
 
     /// The delivery tag: the outcome's position among those delivered on the current
     /// connection's consumer (from 1, in delivery order).
+    #[inline]
     pub fn delivery_tag(&self) -> u64 {
         self.delivery.delivery_tag
     }
@@ -140,12 +142,25 @@ impl RawOutcome {
     /// publishers mirror them from the envelope), else from the decoded body (its
     /// `correlationid`, or its `id` for a message that started the work). `None` when
     /// the properties lack them and the body cannot be decoded: an unreadable outcome.
+    // Inlined into the reader's loop (a cross-crate call otherwise), like the property
+    // getters it wraps; decoding the body is the cold path.
+    #[inline]
     pub fn correlation_id_and_type(&self) -> Option<CorrelationAndType<'_>> {
-        correlation_id_and_type(&self.delivery, &self.limits)
+        let properties = &self.delivery.properties;
+        if let (Some(correlation_id), Some(message_type)) =
+            (properties.correlation_id(), properties.kind())
+        {
+            return Some(CorrelationAndType {
+                correlation_id: Cow::Borrowed(correlation_id.as_str()),
+                message_type: Cow::Borrowed(message_type.as_str()),
+            });
+        }
+        correlation_id_and_type_of_body(&self.delivery, &self.limits)
     }
 
     /// Where this outcome stands in the reply queue's delivery order, to ack it and every
     /// outcome before it with [`Originator::ack_up_to`]; the body is dropped.
+    #[inline]
     pub fn into_position(self) -> OutcomePosition {
         OutcomePosition {
             acker: self.delivery.acker,
@@ -185,22 +200,14 @@ impl RawOutcome {
     }
 }
 
-/// Reads an outcome's correlation id and type as [`RawOutcome::correlation_id_and_type`]
-/// says.
-fn correlation_id_and_type<'a>(
-    delivery: &'a Delivery,
+/// An outcome's correlation id and type from its decoded body, for one whose AMQP
+/// properties do not carry both.
+#[cold]
+fn correlation_id_and_type_of_body(
+    delivery: &Delivery,
     limits: &Limits,
-) -> Option<CorrelationAndType<'a>> {
-    let properties = &delivery.properties;
-    if let (Some(correlation_id), Some(message_type)) =
-        (properties.correlation_id(), properties.kind())
-    {
-        return Some(CorrelationAndType {
-            correlation_id: Cow::Borrowed(correlation_id.as_str()),
-            message_type: Cow::Borrowed(message_type.as_str()),
-        });
-    }
-    let envelope = decode_delivery(&delivery.data, properties, limits).ok()?;
+) -> Option<CorrelationAndType<'static>> {
+    let envelope = decode_delivery(&delivery.data, &delivery.properties, limits).ok()?;
     let attributes = envelope.attributes;
     let correlation_id = attributes.correlationid.unwrap_or(attributes.id);
     Some(CorrelationAndType {
@@ -223,6 +230,7 @@ pub struct OutcomePosition {
 
 impl OutcomePosition {
     /// The delivery tag of the outcome it was taken from.
+    #[inline]
     pub fn delivery_tag(&self) -> u64 {
         self.delivery_tag
     }
