@@ -1,8 +1,10 @@
 //! `warren`: run the fleet, publish messages, send requests.
 //!
-//! Exit codes: 0 success; 1 a request faulted or a message was not delivered; 2 usage,
-//! configuration or connection errors; 3 a request timed out (and none faulted).
+//! Exit codes (`common.rs`): 0 success; 1 a request faulted or a message was not
+//! delivered; 2 usage, configuration or connection errors; 3 a request timed out (and
+//! none faulted).
 
+mod common;
 mod dlq;
 mod input;
 mod load;
@@ -14,6 +16,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use warren_runtime::{Overrides, Settings};
+
+use crate::common::EXIT_USAGE;
 
 /// warren: a fleet of workers that talk through RabbitMQ.
 #[derive(Debug, Parser)]
@@ -49,7 +53,7 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("warren: cannot start the async runtime: {error}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let overrides = Overrides {
@@ -70,7 +74,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("warren: {}", describe(&error));
-            ExitCode::from(2)
+            ExitCode::from(EXIT_USAGE)
         }
     }
 }

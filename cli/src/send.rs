@@ -8,10 +8,12 @@ use std::time::Duration;
 use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::value::RawValue;
-use warren_messages::catalogue::{self, Kind};
-use warren_messages::{Attributes, Envelope, Fault, Payload, Progress};
-use warren_runtime::topology::{COMMANDS_EXCHANGE, EVENTS_EXCHANGE};
-use warren_runtime::{Delivered, Originator, PendingConfirm, Settings, reconnect_delays};
+use warren_messages::{Envelope, Fault, Payload, Progress};
+use warren_runtime::{Delivered, Originator, RuntimeError, Settings};
+
+use crate::common::{
+    exchange_for, new_envelope, parse_duration, reconnect, requests_exit_code, source, unroutable,
+};
 
 /// How many requests are published before their confirms are awaited: the most that is
 /// published again after a lost connection.
@@ -45,69 +47,23 @@ pub struct RequestArgs {
     pub count: u32,
 }
 
-/// Parses `10s`, `1m30s`, `500ms`, ….
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration: SignedDuration = text
-        .parse()
-        .map_err(|error| format!("{text:?} is not a duration like 10s or 500ms: {error}"))?;
-    Duration::try_from(duration)
-        .ok()
-        .filter(|duration| !duration.is_zero())
-        .ok_or_else(|| format!("{text:?} must be a positive duration"))
-}
-
-/// The CloudEvents `source` of what the CLI publishes: `/warren/cli/<host>`.
-pub(crate) fn source() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|host| !host.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("/warren/cli/{host}")
-}
-
-/// The exchange a message of `message_type` is published to.
-pub(crate) fn exchange_for(message_type: &str) -> &'static str {
-    match catalogue::lookup(message_type).map(|entry| entry.kind) {
-        Some(Kind::Event) => EVENTS_EXCHANGE,
-        _ => COMMANDS_EXCHANGE,
-    }
-}
-
-fn new_envelope<'a>(message_type: &str, data: &'a RawValue) -> Envelope<&'a RawValue> {
-    let schema = catalogue::lookup(message_type).map(|entry| entry.schema);
-    Envelope {
-        attributes: Attributes::request_of_type(message_type, schema, &source()),
-        data,
-    }
-}
-
-/// Waits for a confirm; `false` (after saying why) when no queue took the message.
-async fn routed(confirm: PendingConfirm, message_type: &str) -> anyhow::Result<bool> {
-    if confirm.wait().await? == Delivered::Returned {
-        eprintln!(
-            "warren: no worker consumes {message_type}: no queue is bound for it (is the \
-             type right, and has its worker ever started?)"
-        );
-        return Ok(false);
-    }
-    Ok(true)
-}
-
 /// `warren publish`: sends one message without a reply queue and prints its id.
 pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<ExitCode> {
     let data = crate::input::read_data(&args.data)?;
     let originator = Originator::connect_within(settings, "warren-cli publish", 1, args.timeout)
         .await
         .context("cannot connect to the broker")?;
-    let envelope = new_envelope(&args.message_type, &data);
+    let envelope = new_envelope(&args.message_type, &*data);
     let confirm = originator
         .send(exchange_for(&args.message_type), &envelope)
         .await?;
-    let was_routed = routed(confirm, &args.message_type).await?;
-    originator.close().await?;
-    if !was_routed {
-        return Ok(ExitCode::FAILURE);
+    let delivered = confirm.wait().await?;
+    if delivered == Delivered::Returned {
+        let code = unroutable(&args.message_type);
+        originator.close().await?;
+        return Ok(code);
     }
+    originator.close().await?;
     println!("{}", envelope.attributes.id);
     Ok(ExitCode::SUCCESS)
 }
@@ -132,7 +88,7 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
     let mut pending: HashSet<String> = HashSet::with_capacity(args.count as usize);
     let mut window = Vec::with_capacity(CONFIRM_WINDOW);
     for sent in 1..=args.count {
-        let mut envelope = new_envelope(&args.message_type, &data);
+        let mut envelope = new_envelope(&args.message_type, &*data);
         envelope.attributes.replyto = Some(originator.reply_queue().to_owned());
         envelope.attributes.deadline = Timestamp::now().checked_add(timeout).ok();
         pending.insert(envelope.attributes.id.clone());
@@ -144,13 +100,9 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
             match publish_window(&originator, exchange, &window).await {
                 Ok(true) => break,
                 Ok(false) => {
-                    eprintln!(
-                        "warren: no worker consumes {}: no queue is bound for it (is the type \
-                         right, and has its worker ever started?)",
-                        args.message_type
-                    );
+                    let code = unroutable(&args.message_type);
                     originator.close().await?;
-                    return Ok(ExitCode::FAILURE);
+                    return Ok(code);
                 }
                 Err(error) => {
                     eprintln!("warren: publishing failed ({error}); reconnecting");
@@ -163,7 +115,7 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
     }
 
     let wait_until = tokio::time::Instant::now() + args.timeout;
-    let mut faults = 0usize;
+    let mut faults = 0u64;
     let mut answered: HashSet<String> = HashSet::with_capacity(args.count as usize);
     let stdout = std::io::stdout();
     while !pending.is_empty() {
@@ -221,13 +173,7 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
             args.count, args.timeout
         );
     }
-    Ok(if faults > 0 {
-        ExitCode::FAILURE
-    } else if timed_out > 0 {
-        ExitCode::from(3)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(requests_exit_code(faults, timed_out as u64))
 }
 
 /// Writes `line` and a newline to stdout at once, so lines of outcomes never mix.
@@ -244,7 +190,7 @@ async fn publish_window(
     originator: &Originator,
     exchange: &str,
     window: &[Envelope<&RawValue>],
-) -> Result<bool, warren_runtime::RuntimeError> {
+) -> Result<bool, RuntimeError> {
     let mut confirms = Vec::with_capacity(window.len());
     for envelope in window {
         confirms.push(originator.send(exchange, envelope).await?);
@@ -254,45 +200,4 @@ async fn publish_window(
         all_routed &= confirm.wait().await? == Delivered::Routed;
     }
     Ok(all_routed)
-}
-
-/// Reconnects with back-off until it works or `give_up_at` passes.
-pub(crate) async fn reconnect(
-    originator: &mut Originator,
-    settings: &Settings,
-    give_up_at: tokio::time::Instant,
-) -> anyhow::Result<()> {
-    for delay in reconnect_delays() {
-        if tokio::time::Instant::now() + delay > give_up_at {
-            break;
-        }
-        tokio::time::sleep(delay).await;
-        match originator.reconnect(settings).await {
-            Ok(()) => {
-                eprintln!("warren: reconnected");
-                return Ok(());
-            }
-            Err(error) => eprintln!("warren: reconnecting failed: {error}"),
-        }
-    }
-    anyhow::bail!("lost the broker and could not reconnect in time")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_and_zero_is_rejected() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
-    fn events_go_to_the_events_exchange() {
-        assert_eq!(exchange_for("dev.warren.echo.v1"), COMMANDS_EXCHANGE);
-        assert_eq!(exchange_for("dev.example.unknown.v1"), COMMANDS_EXCHANGE);
-    }
 }

@@ -35,6 +35,8 @@ pub use handler::{
     Handler, HandlerError, Incoming, Manifest, MessageIdentity, Output, Outputs, Route,
 };
 pub use headers::dead_letter_header;
-pub use originator::{Originator, Outcome, UNREADABLE_OUTCOME};
+pub use originator::{
+    CorrelationAndType, Originator, Outcome, OutcomePosition, RawOutcome, UNREADABLE_OUTCOME,
+};
 pub use publisher::{Delivered, PendingConfirm, Publisher, properties_of};
 pub use worker::{run_worker, worker_main};

@@ -1,13 +1,19 @@
 //! The originator's side: send requests with a reply queue, read their outcomes.
 //!
-//! The CLI and load tester use this; so can any Rust service that starts work.
+//! The CLI and load tester use this; so can any Rust service that starts work, without
+//! naming a lapin type: an outcome is read either decoded and acked one by one
+//! ([`Originator::next_outcome`]), or raw, known by the correlation id and type its AMQP
+//! properties carry, and acked in batches ([`Originator::next_raw_outcome`],
+//! [`Originator::ack_up_to`]).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, Consumer};
+use lapin::{Acker, Channel, Connection, Consumer};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use warren_messages::{
@@ -92,6 +98,143 @@ impl Outcome {
 
 /// The fault code an originator reports for an outcome it could not read.
 pub const UNREADABLE_OUTCOME: &str = "unreadable_outcome";
+
+/// One outcome as it arrived on the reply queue: neither decoded nor acked.
+///
+/// For a reader of many outcomes that needs only which request an outcome answers and
+/// its type ([`RawOutcome::correlation_id_and_type`], read from the AMQP properties that
+/// warren's publishers mirror from the envelope, so usually without parsing the body),
+/// and that acks many at once ([`RawOutcome::into_position`], [`Originator::ack_up_to`]).
+/// Reading one costs no allocation beyond the delivery's own.
+#[derive(Debug)]
+pub struct RawOutcome {
+    delivery: Delivery,
+    /// The originator's limits, for the rare outcome whose body must be decoded.
+    limits: Limits,
+}
+
+/// Which request an outcome answers, and what it is: its correlation id and its type.
+/// Borrowed from the AMQP properties when they carry both, owned when decoded from the
+/// body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorrelationAndType<'a> {
+    /// The correlation id: the id of the request the outcome answers.
+    pub correlation_id: Cow<'a, str>,
+    /// The outcome's message type, e.g. `dev.warren.fault.v1`.
+    pub message_type: Cow<'a, str>,
+}
+
+impl RawOutcome {
+    /// The body exactly as it arrived.
+    #[inline]
+    pub fn body(&self) -> &[u8] {
+        &self.delivery.data
+    }
+
+    /// The delivery tag: the outcome's position among those delivered on the current
+    /// connection's consumer (from 1, in delivery order).
+    #[inline]
+    pub fn delivery_tag(&self) -> u64 {
+        self.delivery.delivery_tag
+    }
+
+    /// The correlation id and type from the AMQP properties when both are there (warren's
+    /// publishers mirror them from the envelope), else from the decoded body (its
+    /// `correlationid`, or its `id` for a message that started the work). `None` when
+    /// the properties lack them and the body cannot be decoded: an unreadable outcome.
+    // Inlined into the reader's loop (a cross-crate call otherwise), like the property
+    // getters it wraps; decoding the body is the cold path.
+    #[inline]
+    pub fn correlation_id_and_type(&self) -> Option<CorrelationAndType<'_>> {
+        let properties = &self.delivery.properties;
+        if let (Some(correlation_id), Some(message_type)) =
+            (properties.correlation_id(), properties.kind())
+        {
+            return Some(CorrelationAndType {
+                correlation_id: Cow::Borrowed(correlation_id.as_str()),
+                message_type: Cow::Borrowed(message_type.as_str()),
+            });
+        }
+        correlation_id_and_type_of_body(&self.delivery, &self.limits)
+    }
+
+    /// Where this outcome stands in the reply queue's delivery order, to ack it and every
+    /// outcome before it with [`Originator::ack_up_to`]; the body is dropped.
+    #[inline]
+    pub fn into_position(self) -> OutcomePosition {
+        OutcomePosition {
+            acker: self.delivery.acker,
+            delivery_tag: self.delivery.delivery_tag,
+        }
+    }
+
+    /// Decodes the outcome; the position to ack it at is returned beside it.
+    fn decode(self) -> (Outcome, OutcomePosition) {
+        let Delivery {
+            delivery_tag,
+            properties,
+            data,
+            acker,
+            ..
+        } = self.delivery;
+        let envelope = decode_delivery(&data, &properties, &self.limits).map(|envelope| Envelope {
+            attributes: envelope.attributes,
+            data: envelope.data.to_owned(),
+        });
+        let salvaged = match &envelope {
+            Ok(_) => Attributes::default(),
+            Err(_) => salvage(&data, &properties, &self.limits),
+        };
+        let outcome = Outcome {
+            body: data,
+            envelope,
+            salvaged,
+        };
+        (
+            outcome,
+            OutcomePosition {
+                acker,
+                delivery_tag,
+            },
+        )
+    }
+}
+
+/// An outcome's correlation id and type from its decoded body, for one whose AMQP
+/// properties do not carry both.
+#[cold]
+fn correlation_id_and_type_of_body(
+    delivery: &Delivery,
+    limits: &Limits,
+) -> Option<CorrelationAndType<'static>> {
+    let envelope = decode_delivery(&delivery.data, &delivery.properties, limits).ok()?;
+    let attributes = envelope.attributes;
+    let correlation_id = attributes.correlationid.unwrap_or(attributes.id);
+    Some(CorrelationAndType {
+        correlation_id: Cow::Owned(correlation_id),
+        message_type: Cow::Owned(attributes.message_type),
+    })
+}
+
+/// An outcome's place in the reply queue's delivery order, kept to ack it, and every
+/// outcome delivered before it, at once ([`Originator::ack_up_to`]).
+///
+/// It belongs to the connection that delivered it: after [`Originator::reconnect`] it
+/// can no longer be acked (the broker delivers those outcomes again), and acking it
+/// fails instead of acking another connection's deliveries.
+#[derive(Debug)]
+pub struct OutcomePosition {
+    acker: Acker,
+    delivery_tag: u64,
+}
+
+impl OutcomePosition {
+    /// The delivery tag of the outcome it was taken from.
+    #[inline]
+    pub fn delivery_tag(&self) -> u64 {
+        self.delivery_tag
+    }
+}
 
 impl Originator {
     /// Connects, declares the shared exchanges and a fresh reply queue, and starts
@@ -212,45 +355,42 @@ impl Originator {
     }
 
     /// A handle on this connection's confirm-mode publisher, for publishes that run
-    /// while [`Originator::next_delivery`] borrows the originator (the load tester). It
-    /// dies with the connection: take a new one after [`Originator::reconnect`].
+    /// while [`Originator::next_raw_outcome`] borrows the originator (the load tester).
+    /// It dies with the connection: take a new one after [`Originator::reconnect`].
     pub fn publisher(&self) -> Publisher {
         self.publisher.clone()
     }
 
-    /// The next delivery from the reply queue as it arrived: neither decoded nor acked.
-    /// For a reader of many outcomes that parses only what it needs and acks several at
-    /// once (`multiple`). Unlike [`Originator::next_outcome`] it is cancel-safe, so it
-    /// can be a branch of a `select!`. An error means the connection or the consumer is
-    /// gone: [`Originator::reconnect`].
-    pub async fn next_delivery(&mut self) -> Result<lapin::message::Delivery, RuntimeError> {
+    /// The next outcome from the reply queue as it arrived: neither decoded nor acked.
+    /// For a reader of many outcomes that reads only what it needs and acks several at
+    /// once ([`Originator::ack_up_to`]); unacked outcomes count against the prefetch.
+    /// Unlike [`Originator::next_outcome`] it is cancel-safe, so it can be a branch of a
+    /// `select!`. An error means the connection or the consumer is gone:
+    /// [`Originator::reconnect`].
+    pub async fn next_raw_outcome(&mut self) -> Result<RawOutcome, RuntimeError> {
         match self.consumer.next().await {
-            Some(delivery) => Ok(delivery?),
+            Some(delivery) => Ok(RawOutcome {
+                delivery: delivery?,
+                limits: self.limits,
+            }),
             None => Err(RuntimeError::ConsumerCancelled(self.reply_queue.clone())),
         }
     }
 
-    /// The next outcome from the reply queue, acked. An error means the connection or
-    /// the consumer is gone: [`Originator::reconnect`].
+    /// Acks the outcome at `position` and every outcome delivered before it (`multiple`),
+    /// bounded by `amqp.confirm_timeout_ms`. An error means the connection is gone (or
+    /// `position` is from one before the last [`Originator::reconnect`]): reconnect, and
+    /// the unacked outcomes come again.
+    pub async fn ack_up_to(&self, position: &OutcomePosition) -> Result<(), RuntimeError> {
+        ack_within(&position.acker, true, self.publisher.confirm_timeout()).await
+    }
+
+    /// The next outcome from the reply queue, decoded and acked. An error means the
+    /// connection or the consumer is gone: [`Originator::reconnect`].
     pub async fn next_outcome(&mut self) -> Result<Outcome, RuntimeError> {
-        let delivery = self.next_delivery().await?;
-        let envelope =
-            decode_delivery(&delivery.data, &delivery.properties, &self.limits).map(|envelope| {
-                Envelope {
-                    attributes: envelope.attributes,
-                    data: envelope.data.to_owned(),
-                }
-            });
-        let salvaged = match &envelope {
-            Ok(_) => Attributes::default(),
-            Err(_) => salvage(&delivery.data, &delivery.properties, &self.limits),
-        };
-        ack_within(&delivery.acker, false, self.publisher.confirm_timeout()).await?;
-        Ok(Outcome {
-            body: delivery.data,
-            envelope,
-            salvaged,
-        })
+        let (outcome, position) = self.next_raw_outcome().await?.decode();
+        ack_within(&position.acker, false, self.publisher.confirm_timeout()).await?;
+        Ok(outcome)
     }
 
     /// Deletes the reply queue and closes the connection, each bounded by
@@ -266,5 +406,96 @@ impl Originator {
             result?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::BasicProperties;
+
+    fn raw_outcome(properties: BasicProperties, body: &[u8]) -> RawOutcome {
+        let mut delivery = Delivery::mock(7, "".into(), "".into(), false, body.to_vec());
+        delivery.properties = properties;
+        RawOutcome {
+            delivery,
+            limits: Limits::default(),
+        }
+    }
+
+    fn labels(outcome: &RawOutcome) -> Option<(String, String)> {
+        outcome.correlation_id_and_type().map(|labels| {
+            (
+                labels.correlation_id.into_owned(),
+                labels.message_type.into_owned(),
+            )
+        })
+    }
+
+    #[test]
+    fn outcomes_are_read_from_properties_or_else_the_body() {
+        let properties = BasicProperties::default()
+            .with_correlation_id("c-1".into())
+            .with_type("dev.warren.echo.replied.v1".into());
+        let outcome = raw_outcome(properties.clone(), b"not even JSON");
+        let read = outcome
+            .correlation_id_and_type()
+            .expect("from the properties");
+        assert!(
+            matches!(read.correlation_id, Cow::Borrowed("c-1")),
+            "borrowed, not copied: {read:?}"
+        );
+        assert_eq!(read.message_type, "dev.warren.echo.replied.v1");
+        assert_eq!(outcome.body(), b"not even JSON");
+        assert_eq!(outcome.delivery_tag(), 7);
+
+        // No AMQP properties: the body is decoded instead.
+        let body = serde_json::json!({
+            "specversion": "1.0",
+            "id": "x",
+            "source": "/t",
+            "type": Fault::TYPE,
+            "correlationid": "c-2",
+            "data": {},
+        })
+        .to_string();
+        assert_eq!(
+            labels(&raw_outcome(BasicProperties::default(), body.as_bytes())),
+            Some(("c-2".to_owned(), Fault::TYPE.to_owned()))
+        );
+        // Only one of the two properties: the body still decides.
+        let only_type = BasicProperties::default().with_type("dev.warren.echo.replied.v1".into());
+        assert_eq!(
+            labels(&raw_outcome(only_type, body.as_bytes())),
+            Some(("c-2".to_owned(), Fault::TYPE.to_owned()))
+        );
+        // A message that started the work is its own correlation.
+        let started = serde_json::json!({
+            "specversion": "1.0",
+            "id": "x",
+            "source": "/t",
+            "type": "dev.warren.echo.replied.v1",
+            "data": {},
+        })
+        .to_string();
+        assert_eq!(
+            labels(&raw_outcome(BasicProperties::default(), started.as_bytes())),
+            Some(("x".to_owned(), "dev.warren.echo.replied.v1".to_owned()))
+        );
+        assert_eq!(
+            labels(&raw_outcome(BasicProperties::default(), b"{}")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_raw_outcome_decodes_like_next_outcome_and_keeps_its_position() {
+        let (outcome, position) = raw_outcome(BasicProperties::default(), b"{").decode();
+        assert_eq!(outcome.body, b"{");
+        assert!(outcome.envelope.is_err());
+        assert!(outcome.unreadable_fault("/warren/cli/test").is_some());
+        assert_eq!(position.delivery_tag(), 7);
+        let position = raw_outcome(BasicProperties::default(), b"").into_position();
+        assert_eq!(position.delivery_tag(), 7);
     }
 }

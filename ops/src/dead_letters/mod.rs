@@ -9,8 +9,9 @@
 //! [`DeadLetter`] sums up either kind ([`letter`]). Nothing here removes a message it
 //! was not asked to remove: reading ([`reader`]) takes messages with manual acks and puts
 //! every one back, in order, when it is done (and closing the channel puts back whatever
-//! an error left behind); replaying ([`replay`]) removes a message only once its copy is
-//! confirmed.
+//! an error left behind); replaying ([`mod@replay`]) removes a message only once its copy is
+//! confirmed. [`DeadLetterQueues`] ([`queues`]) is a connection with all of these
+//! operations, for a caller that should not see AMQP (the CLI).
 //!
 //! The dead-letter queues are quorum queues, whose requeueing shapes the code (all of
 //! it seen on RabbitMQ 3.10): a requeued message does not go back where it was, so a
@@ -21,10 +22,12 @@
 //! applied them.
 
 pub mod letter;
+pub mod queues;
 pub mod reader;
 pub mod replay;
 
 pub use letter::{DeadLetter, DeadLetterSource, display_value};
+pub use queues::DeadLetterQueues;
 pub use reader::{browse, count, find, is_queue_missing, purge};
 pub use replay::{NotReplayed, NotReplayedReason, ReplayReport, ReplaySelection, Replayed, replay};
 pub use warren_runtime::headers::{
