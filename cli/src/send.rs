@@ -9,7 +9,7 @@ use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::value::RawValue;
 use warren_messages::{Envelope, Fault, Payload, Progress};
-use warren_runtime::{Delivered, Originator, RuntimeError, Settings};
+use warren_runtime::{Delivered, Originator, RuntimeError, Settings, UNREADABLE_OUTCOME};
 
 use crate::common::{
     exchange_for, new_envelope, parse_duration, reconnect, requests_exit_code, source, unroutable,
@@ -36,15 +36,21 @@ pub struct PublishArgs {
 pub struct RequestArgs {
     /// The message type, e.g. dev.warren.echo.v1.
     pub message_type: String,
-    /// The data: inline JSON, @file, or - for stdin.
-    pub data: String,
+    /// The data: inline JSON, @file, or - for stdin. Several make a mix: each is a
+    /// request of its own (and `--count` goes round them).
+    #[arg(required = true, num_args = 1..)]
+    pub data: Vec<String>,
     /// How long to wait for each request's outcome, e.g. 10s or 2m. Also sent as the
     /// request's deadline: no worker starts it later.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Send this many copies, each its own request.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub count: u32,
+    /// Send this many requests (default: one per data), going round the data.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub count: Option<u32>,
+    /// Ask every hop for news as it finishes its step (`dev.warren.progress.v1`),
+    /// printed before the outcome.
+    #[arg(long)]
+    pub progress: bool,
 }
 
 /// `warren publish`: sends one message without a reply queue and prints its id.
@@ -76,8 +82,15 @@ pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<E
 /// arrives twice is printed once. Exit code 0 when every request got a result, 1 when
 /// any got a fault (or could not be routed), 3 when any timed out and none faulted.
 pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<ExitCode> {
-    let data = crate::input::read_data(&args.data)?;
-    let prefetch = u16::try_from(args.count.min(1000)).unwrap_or(1000);
+    let data = args
+        .data
+        .iter()
+        .map(|argument| crate::input::read_data(argument))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let count = args
+        .count
+        .unwrap_or_else(|| u32::try_from(data.len()).unwrap_or(u32::MAX));
+    let prefetch = u16::try_from(count.min(1000)).unwrap_or(1000);
     let mut originator =
         Originator::connect_within(settings, "warren-cli request", prefetch, args.timeout)
             .await
@@ -85,15 +98,16 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
     let exchange = exchange_for(&args.message_type);
     let timeout = SignedDuration::try_from(args.timeout).unwrap_or(SignedDuration::MAX);
 
-    let mut pending: HashSet<String> = HashSet::with_capacity(args.count as usize);
+    let mut pending: HashSet<String> = HashSet::with_capacity(count as usize);
     let mut window = Vec::with_capacity(CONFIRM_WINDOW);
-    for sent in 1..=args.count {
-        let mut envelope = new_envelope(&args.message_type, &*data);
+    for (sent, data) in (1..=count).zip(data.iter().cycle()) {
+        let mut envelope = new_envelope(&args.message_type, &**data);
         envelope.attributes.replyto = Some(originator.reply_queue().to_owned());
         envelope.attributes.deadline = Timestamp::now().checked_add(timeout).ok();
+        envelope.attributes.progress = args.progress;
         pending.insert(envelope.attributes.id.clone());
         window.push(envelope);
-        if window.len() < CONFIRM_WINDOW && sent < args.count {
+        if window.len() < CONFIRM_WINDOW && sent < count {
             continue;
         }
         loop {
@@ -115,8 +129,8 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
     }
 
     let wait_until = tokio::time::Instant::now() + args.timeout;
-    let mut faults = 0u64;
-    let mut answered: HashSet<String> = HashSet::with_capacity(args.count as usize);
+    let mut summary = Summary::default();
+    let mut answered: HashSet<String> = HashSet::with_capacity(count as usize);
     let stdout = std::io::stdout();
     while !pending.is_empty() {
         let outcome = match tokio::time::timeout_at(wait_until, originator.next_outcome()).await {
@@ -142,7 +156,7 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
             {
                 answered.insert(id.to_owned());
             }
-            faults += 1;
+            summary.fault(UNREADABLE_OUTCOME);
             print_line(&stdout, &fault.to_json_vec()?)?;
             continue;
         }
@@ -151,6 +165,11 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
         };
         let attributes = &envelope.attributes;
         if attributes.message_type == Progress::TYPE {
+            // News before the outcome, printed when it belongs to a request waiting.
+            if pending.contains(attributes.correlation_id()) {
+                summary.progress += 1;
+                print_line(&stdout, &outcome.body)?;
+            }
             continue;
         }
         // An outcome for a request already answered (a redelivery) is not printed again.
@@ -159,7 +178,12 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
         }
         answered.insert(attributes.correlation_id().to_owned());
         if attributes.message_type == Fault::TYPE {
-            faults += 1;
+            let code = serde_json::from_str::<Fault>(envelope.data.get())
+                .map(|fault| fault.code)
+                .unwrap_or_else(|_| "unknown".to_owned());
+            summary.fault(&code);
+        } else {
+            summary.results += 1;
         }
         print_line(&stdout, &outcome.body)?;
     }
@@ -169,11 +193,51 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
     }
     if timed_out > 0 {
         eprintln!(
-            "warren: {timed_out} of {} requests got no outcome within {:?}",
-            args.count, args.timeout
+            "warren: {timed_out} of {count} requests got no outcome within {:?}",
+            args.timeout
         );
     }
-    Ok(requests_exit_code(faults, timed_out as u64))
+    if count > 1 {
+        eprintln!("warren: {}", summary.line(count, timed_out));
+    }
+    Ok(requests_exit_code(summary.faults(), timed_out as u64))
+}
+
+/// What the outcomes of `warren request` were, for the line it ends with.
+#[derive(Debug, Default)]
+struct Summary {
+    results: u64,
+    progress: u64,
+    faults_by_code: std::collections::BTreeMap<String, u64>,
+}
+
+impl Summary {
+    fn fault(&mut self, code: &str) {
+        *self.faults_by_code.entry(code.to_owned()).or_default() += 1;
+    }
+
+    fn faults(&self) -> u64 {
+        self.faults_by_code.values().sum()
+    }
+
+    /// `20 requests: 12 results, 8 faults (card_declined 5, out_of_stock 3), 0 timed out`.
+    fn line(&self, requests: u32, timed_out: usize) -> String {
+        let mut line = format!("{requests} requests: {} results", self.results);
+        line.push_str(&format!(", {} faults", self.faults()));
+        if !self.faults_by_code.is_empty() {
+            let codes: Vec<String> = self
+                .faults_by_code
+                .iter()
+                .map(|(code, count)| format!("{code} {count}"))
+                .collect();
+            line.push_str(&format!(" ({})", codes.join(", ")));
+        }
+        line.push_str(&format!(", {timed_out} timed out"));
+        if self.progress > 0 {
+            line.push_str(&format!(", {} progress notes", self.progress));
+        }
+        line
+    }
 }
 
 /// Writes `line` and a newline to stdout at once, so lines of outcomes never mix.
@@ -200,4 +264,25 @@ async fn publish_window(
         all_routed &= confirm.wait().await? == Delivered::Routed;
     }
     Ok(all_routed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_counts_results_and_faults_by_code() {
+        let mut summary = Summary {
+            results: 12,
+            ..Summary::default()
+        };
+        summary.fault("card_declined");
+        summary.fault("out_of_stock");
+        summary.fault("card_declined");
+        assert_eq!(summary.faults(), 3);
+        assert_eq!(
+            summary.line(16, 1),
+            "16 requests: 12 results, 3 faults (card_declined 2, out_of_stock 1), 1 timed out"
+        );
+    }
 }

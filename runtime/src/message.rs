@@ -175,7 +175,19 @@ impl<H: Handler> Processor<'_, H> {
         attempts: u32,
     ) -> Result<(), RuntimeError> {
         let mut encoded = Vec::with_capacity(outputs.items.len());
-        for output in &outputs.items {
+        // Progress notes first: one channel keeps its publishes in order, so a note
+        // reaches the originator before the outcome it comes with.
+        let progress_first = outputs
+            .items
+            .iter()
+            .filter(|output| output.route == Route::Progress)
+            .chain(
+                outputs
+                    .items
+                    .iter()
+                    .filter(|output| output.route != Route::Progress),
+            );
+        for output in progress_first {
             let (exchange, routing_key) = match output.route {
                 Route::Reply => match self.reply_target(attributes) {
                     Some(reply_to) => (REPLIES_EXCHANGE, reply_to),

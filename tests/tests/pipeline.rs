@@ -475,3 +475,80 @@ async fn a_thousand_concurrent_orders_end_once_each_and_the_stores_agree() {
 async fn the_same_with_a_worker_killed_midway_gives_the_same_totals() {
     mixed_run(1000, Some("payments")).await;
 }
+
+/// `warren request` over a mix of orders, asking for progress: each hop's note comes
+/// before its request's outcome, every outcome is tied to its request, and the summary
+/// counts results and faults by code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mix_of_orders_with_progress_through_the_cli() {
+    let pipeline = Pipeline::start(&[]).await;
+    let folder = example_folder().join(PLACE);
+    let ok = format!("@{}", folder.join("ok-mug-and-book.json").display());
+    let declined = format!(
+        "@{}",
+        folder.join("fault-card_declined-test-card.json").display()
+    );
+    let output = pipeline
+        .vhost
+        .warren(&[
+            "request",
+            PLACE,
+            &ok,
+            &declined,
+            "--count",
+            "4",
+            "--progress",
+            "--timeout",
+            "30s",
+        ])
+        .await;
+    assert_eq!(
+        output.code(),
+        Some(1),
+        "a fault among them: {}",
+        output.stderr
+    );
+    let lines = output.envelopes();
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    for line in &lines {
+        let correlation = attribute(line, "correlationid").expect("tied to its request");
+        let what = match attribute(line, "type") {
+            Some("dev.warren.progress.v1") => format!(
+                "{} {}",
+                line["data"]["worker"].as_str().unwrap_or("?"),
+                line["data"]["status"].as_str().unwrap_or("?")
+            ),
+            Some(COMPLETED) => "completed".to_owned(),
+            Some(FAULT) => format!("fault {}", line["data"]["code"].as_str().unwrap_or("?")),
+            other => panic!("unexpected {other:?}: {line}"),
+        };
+        seen.entry(correlation.to_owned()).or_default().push(what);
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    let mut stories: Vec<Vec<String>> = seen.into_values().collect();
+    stories.sort();
+    let completed = [
+        "orders placed",
+        "inventory reserved",
+        "payments charged",
+        "shipping booked",
+        "completed",
+    ];
+    let declined = ["orders placed", "inventory reserved", "fault card_declined"];
+    for story in &stories {
+        let expected: &[&str] = if story.last().is_some_and(|last| last == "completed") {
+            &completed
+        } else {
+            &declined
+        };
+        // Notes of one request come in the order its hops finished.
+        assert_eq!(story, expected, "{stories:?}");
+    }
+    assert!(
+        output
+            .stderr
+            .contains("4 requests: 2 results, 2 faults (card_declined 2), 0 timed out"),
+        "{}",
+        output.stderr
+    );
+}

@@ -61,6 +61,9 @@ pub struct LoadArgs {
     /// How long to wait for each outcome, e.g. 30s; also each request's deadline.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Ask every hop for progress notes (`dev.warren.progress.v1`); they are counted.
+    #[arg(long)]
+    pub progress: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,

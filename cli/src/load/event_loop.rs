@@ -63,12 +63,13 @@ pub async fn run(settings: &Settings, args: LoadArgs) -> anyhow::Result<ExitCode
         Originator::connect_within(settings, "warren-cli load", REPLY_PREFETCH, args.timeout)
             .await
             .context("cannot connect to the broker")?;
-    let requests = Requests::new(
+    let mut requests = Requests::new(
         &args.message_type,
         &data,
         originator.reply_queue(),
         args.timeout,
     );
+    requests.ask_for_progress(args.progress);
     let envelope_bytes = requests
         .envelope(
             requests.new_id(),

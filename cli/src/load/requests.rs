@@ -45,6 +45,11 @@ impl<'a> Requests<'a> {
     }
 
     /// A new request id: a UUID v7, so ids sort by time.
+    /// Whether every request asks its hops for progress notes.
+    pub(super) fn ask_for_progress(&mut self, progress: bool) {
+        self.template.progress = progress;
+    }
+
     pub(super) fn new_id(&self) -> Uuid {
         Uuid::new_v7(uuid::Timestamp::now(&self.ids))
     }
