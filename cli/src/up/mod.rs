@@ -1,6 +1,6 @@
 //! `warren up`: run the fleet as child processes in the foreground.
 //!
-//! [`run`] finds the worker binaries ([`discovery`]), takes the run folder's lock
+//! [`run()`] finds the worker binaries ([`discovery`]), takes the run folder's lock
 //! ([`lock`]), makes sure there is a broker ([`broker`]: a node of the fleet's own when
 //! the built-in URL finds nothing), then runs each worker under its own supervisor
 //! ([`supervise`]), which re-prints the child's output with a `[name] ` prefix

@@ -3,7 +3,7 @@
 //!
 //! Children run in their own process group, so a Ctrl-C in the terminal reaches only
 //! `warren up`, which then stops them in order instead of racing them. A child is told
-//! who supervises it (`WARREN_SUPERVISOR_PID`, set in [`super::run`]) and stops by
+//! who supervises it (`WARREN_SUPERVISOR_PID`, set in [`super::run()`]) and stops by
 //! itself when that process dies, however it died (see `warren_runtime::shutdown`).
 //! Linux sends that signal when the *thread* that started the child ends: children are
 //! started from supervisor tasks, which run on the async runtime's worker threads,
