@@ -9,7 +9,7 @@
 //! [`DeadLetter`] sums up either kind ([`letter`]). Nothing here removes a message it
 //! was not asked to remove: reading ([`reader`]) takes messages with manual acks and puts
 //! every one back, in order, when it is done (and closing the channel puts back whatever
-//! an error left behind); replaying ([`replay`]) removes a message only once its copy is
+//! an error left behind); replaying ([`replay`](mod@replay)) removes a message only once its copy is
 //! confirmed.
 //!
 //! The dead-letter queues are quorum queues, whose requeueing shapes the code (all of

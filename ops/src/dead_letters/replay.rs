@@ -125,9 +125,9 @@ impl ReplayReport {
 /// routing key, and removes them from the dead-letter queue.
 ///
 /// Every message waiting in the queue is taken in order by a consumer with manual acks
-/// (see [`browse`] for why all of them). Each selected message is published with its own
+/// (see [`browse`](super::reader::browse) for why all of them). Each selected message is published with its own
 /// body and properties (without the dead-letter headers, see
-/// [`strip_dead_letter_headers`]), `mandatory` and with a publisher confirm. Once every
+/// [`strip_dead_letter_headers`](warren_runtime::headers::strip_dead_letter_headers)), `mandatory` and with a publisher confirm. Once every
 /// confirm is in, the messages are settled in queue order: the dead-letter copy of each
 /// message the broker confirmed is acked; everything else is put back, in order. A
 /// message the broker returns (its original route has no queue any more), nacks or
