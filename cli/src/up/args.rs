@@ -37,7 +37,8 @@ pub struct UpArgs {
     /// (127.0.0.1:5672) and nothing answers there, `warren up` starts a RabbitMQ node of
     /// the fleet's own (data and logs in `$WARREN_RUN_DIR/broker/`) and stops it with
     /// the fleet.
-    #[arg(long, env = "WARREN_NO_LOCAL_BROKER")]
+    #[arg(long, env = "WARREN_NO_LOCAL_BROKER", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub no_local_broker: bool,
 
     /// Run even when another `warren up` runs for this run folder (`$WARREN_RUN_DIR`,
