@@ -62,13 +62,7 @@ pub fn follow_supervisor() -> Result<Option<Supervisor>, SupervisorError> {
     let Some(value) = std::env::var_os(SUPERVISOR_PID_VARIABLE) else {
         return Ok(None);
     };
-    let text = value.to_string_lossy();
-    let pid = text
-        .trim()
-        .parse::<i32>()
-        .ok()
-        .filter(|pid| *pid > 1)
-        .ok_or_else(|| SupervisorError::InvalidPid(text.clone().into_owned()))?;
+    let pid = parse_supervisor_pid(&value.to_string_lossy())?;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Err(error) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
         tracing::warn!(%error, "cannot ask for a signal when the supervisor dies; checking every second instead");
@@ -79,6 +73,16 @@ pub fn follow_supervisor() -> Result<Option<Supervisor>, SupervisorError> {
     } else {
         Err(SupervisorError::Gone(pid))
     }
+}
+
+/// The supervisor's pid in [`SUPERVISOR_PID_VARIABLE`]'s value: a process id above 1
+/// (1 is init, which adopts orphans).
+fn parse_supervisor_pid(text: &str) -> Result<i32, SupervisorError> {
+    text.trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|pid| *pid > 1)
+        .ok_or_else(|| SupervisorError::InvalidPid(text.to_owned()))
 }
 
 /// A token cancelled on the first SIGTERM, SIGINT or SIGHUP, or once this process's
@@ -151,5 +155,49 @@ pub async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_supervisor_pid_is_a_process_id_above_init() {
+        assert_eq!(parse_supervisor_pid(" 4242\n").ok(), Some(4242));
+        for bad in ["", "abc", "1", "0", "-7", "99999999999"] {
+            assert!(
+                matches!(
+                    parse_supervisor_pid(bad),
+                    Err(SupervisorError::InvalidPid(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_parent_is_the_supervisor_and_another_process_is_not() {
+        let parent = Supervisor {
+            pid: nix::unistd::getppid().as_raw(),
+        };
+        assert!(parent.is_parent());
+        let other = Supervisor {
+            pid: nix::unistd::getpid().as_raw(),
+        };
+        assert!(!other.is_parent());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_orphan_is_noticed_and_an_unsupervised_worker_never_is() {
+        let gone = Supervisor {
+            pid: nix::unistd::getpid().as_raw(),
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait_until_orphaned(Some(gone)))
+            .await
+            .expect("noticed within a check or two");
+        let unsupervised =
+            tokio::time::timeout(Duration::from_secs(60), wait_until_orphaned(None)).await;
+        assert!(unsupervised.is_err());
     }
 }
