@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Up(args) => up::run(args).await,
+            Command::Up(args) => up::run(args, &overrides).await,
             Command::Publish(args) => send::publish(&load_settings(&overrides)?, args).await,
             Command::Request(args) => send::request(&load_settings(&overrides)?, args).await,
             Command::Load(args) => load::run(&load_settings(&overrides)?, args).await,

@@ -4,5 +4,9 @@
 //! - [`dead_letters`]: read a worker's dead-letter queue in order without losing
 //!   anything, sum each message up, replay dead letters to where they came from (the
 //!   copy confirmed before the original is removed), purge.
+//! - [`local_broker`]: a RabbitMQ node of one's own on this machine, from the system's
+//!   packages: start it on a chosen port with its data and logs in a chosen folder, wait
+//!   until it serves, adopt one left running, stop it.
 
 pub mod dead_letters;
+pub mod local_broker;

@@ -81,7 +81,8 @@ struct WorkerArgs {
 }
 
 /// The whole `main` of a worker binary: parse flags, load and validate settings, set up
-/// logging, build the handler, run until SIGTERM or Ctrl-C.
+/// logging, build the handler, run until SIGTERM, Ctrl-C or SIGHUP, or until the
+/// `warren up` that started it is gone ([`crate::shutdown::follow_supervisor`]).
 ///
 /// Exit codes: 0 after a clean shutdown, 1 when the worker fails, 2 for bad flags or
 /// settings.
@@ -111,6 +112,14 @@ where
         }
     };
     let _log_guard = crate::telemetry::init(&settings.log);
+    // On the main thread, before the runtime's threads exist (see `follow_supervisor`).
+    let supervisor = match crate::shutdown::follow_supervisor() {
+        Ok(supervisor) => supervisor,
+        Err(error) => {
+            tracing::error!(%error, "not starting");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -122,7 +131,7 @@ where
         }
     };
     let result = runtime.block_on(async {
-        let shutdown = crate::shutdown::on_signals();
+        let shutdown = crate::shutdown::on_signals_or_orphaned(supervisor);
         let handler = build_handler(&settings).map_err(|error| error.to_string())?;
         run_worker(handler, manifest, settings, shutdown)
             .await

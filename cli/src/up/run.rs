@@ -1,0 +1,168 @@
+//! `warren up` from start to end: find, lock, broker, supervise, stop.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+use warren_ops::local_broker::LocalBrokerError;
+use warren_runtime::shutdown::SUPERVISOR_PID_VARIABLE;
+use warren_runtime::{Overrides, Settings};
+
+use super::backoff::BackoffPolicy;
+use super::broker::{self, BrokerOptions, FleetBroker};
+use super::discovery::{
+    directory_of_current_executable, find_workers, select_workers, worker_programs,
+};
+use super::events::human_duration;
+use super::lock::{Claim, RunFolder};
+use super::output::{OutputSinks, start_output_writers, write_line};
+use super::signals::StopSignals;
+use super::supervise::{FleetShutdown, SupervisionOptions, supervise_fleet};
+use super::{UpArgs, UpError};
+
+/// Runs the fleet until Ctrl-C, SIGTERM or SIGHUP, then stops it (and the fleet's own
+/// broker node, if it started one).
+///
+/// Exits with 0 when every worker stopped cleanly (status 0 within the grace period)
+/// and nothing was left running, and with 1 otherwise.
+pub async fn run(args: UpArgs, overrides: &Overrides) -> anyhow::Result<ExitCode> {
+    // The workers load the same layers, so this is the URL they will use.
+    let settings = Settings::load(overrides)?;
+    let binary_directory = match args.bin_dir {
+        Some(directory) => directory,
+        None => directory_of_current_executable()?,
+    };
+    let found = find_workers(&binary_directory)?;
+    let workers = select_workers(found, args.only.as_ref(), &binary_directory)?;
+    let mut environment = vec![(
+        OsString::from(SUPERVISOR_PID_VARIABLE),
+        OsString::from(std::process::id().to_string()),
+    )];
+    if let Some(amqp_url) = &overrides.amqp_url {
+        // In the environment rather than as a flag: no password on a command line.
+        environment.push((OsString::from("WARREN_AMQP_URL"), OsString::from(amqp_url)));
+    }
+    let programs = worker_programs(workers, args.prefetch, &environment);
+
+    let run_folder = RunFolder::from_environment()?;
+    let claim = run_folder.claim(args.add_instances)?;
+    let mut stop_signals = StopSignals::listen()?;
+    let (output, output_writers) = start_output_writers();
+    if let Claim::Beside { holder_pid } = &claim {
+        let holder =
+            holder_pid.map_or_else(|| "pid unknown".to_owned(), |pid| format!("pid {pid}"));
+        say(
+            &output,
+            format!("adding instances beside the warren up of this run folder ({holder})"),
+        )
+        .await;
+    }
+
+    let broker_options = BrokerOptions {
+        holds_run_folder: claim.is_sole(),
+        no_local_broker: args.no_local_broker,
+    };
+    let broker = prepare_broker(
+        &settings.amqp.url,
+        broker_options,
+        &run_folder,
+        &output,
+        &mut stop_signals,
+    )
+    .await;
+    let broker = match broker {
+        Ok(broker) => broker,
+        Err(UpError::LocalBroker {
+            source: LocalBrokerError::Cancelled { .. },
+            ..
+        }) => {
+            say(
+                &output,
+                "stopped before the fleet started; nothing left running".to_owned(),
+            )
+            .await;
+            drop(output);
+            output_writers.finish().await;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(error) => {
+            drop(output);
+            output_writers.finish().await;
+            return Err(error.into());
+        }
+    };
+
+    let worker_count = programs.len();
+    let shutdown = FleetShutdown::new();
+    let options = SupervisionOptions {
+        grace_period: args.grace,
+        backoff_policy: BackoffPolicy::default(),
+    };
+    let fleet = supervise_fleet(programs, options, output.clone(), shutdown.clone());
+    tokio::pin!(fleet);
+    let report = loop {
+        tokio::select! {
+            report = &mut fleet => break report,
+            signal_name = stop_signals.next() => {
+                let message = if shutdown.stop_requested.is_cancelled() {
+                    shutdown.kill_requested.cancel();
+                    format!("{signal_name} received again; killing the workers now")
+                } else {
+                    shutdown.stop_requested.cancel();
+                    format!(
+                        "{signal_name} received; stopping {worker_count} worker(s) \
+                         (grace {}; send it again to kill them now)",
+                        human_duration(args.grace),
+                    )
+                };
+                say(&output, message).await;
+            }
+        }
+    };
+
+    let unclean_workers = report.unclean_worker_names();
+    let workers_clean = unclean_workers.is_empty();
+    let summary = if workers_clean {
+        "every worker stopped cleanly".to_owned()
+    } else {
+        format!("did not stop cleanly: {}", unclean_workers.join(", "))
+    };
+    say(&output, summary).await;
+    let broker_stopped = broker.stop(&output.stderr).await;
+    // The writers end once the last sender is gone; wait so no line is lost.
+    drop(output);
+    output_writers.finish().await;
+    Ok(if workers_clean && broker_stopped {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// [`broker::prepare`], abandoned (and the node it was starting stopped) on a stop
+/// signal.
+async fn prepare_broker(
+    amqp_url: &str,
+    options: BrokerOptions,
+    run_folder: &RunFolder,
+    output: &OutputSinks,
+    stop_signals: &mut StopSignals,
+) -> Result<FleetBroker, UpError> {
+    let cancel = CancellationToken::new();
+    let prepared = broker::prepare(amqp_url, options, run_folder, &output.stderr, &cancel);
+    tokio::pin!(prepared);
+    loop {
+        tokio::select! {
+            prepared = &mut prepared => return prepared,
+            signal_name = stop_signals.next() => {
+                cancel.cancel();
+                say(output, format!("{signal_name} received; stopping the broker node being started")).await;
+            }
+        }
+    }
+}
+
+/// Prints one line of `warren up`'s own.
+async fn say(output: &OutputSinks, message: String) {
+    write_line(&output.stderr, format!("warren up: {message}\n")).await;
+}
