@@ -236,7 +236,38 @@ fn hand_to_rabbitmq_user(folder: &Path) -> std::io::Result<()> {
     let Ok(Some(user)) = nix::unistd::User::from_name("rabbitmq") else {
         return Ok(());
     };
-    change_owner_recursively(folder, user.uid.as_raw(), user.gid.as_raw())
+    let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
+    if let Some(closed) = closed_ancestor(folder, uid, gid) {
+        // The node would die before writing a log line, leaving only a timeout to see.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "the node runs as the `rabbitmq` user, who cannot enter {}; run the fleet \
+                 from a folder that user can reach, or set WARREN_RUN_DIR to one (e.g. \
+                 /var/tmp/warren)",
+                closed.display()
+            ),
+        ));
+    }
+    change_owner_recursively(folder, uid, gid)
+}
+
+/// The first folder above `folder` that the user `uid` (primary group `gid`) may not
+/// pass through, by its mode bits.
+fn closed_ancestor(folder: &Path, uid: u32, gid: u32) -> Option<&Path> {
+    use std::os::unix::fs::MetadataExt;
+    folder.ancestors().skip(1).find(|above| {
+        std::fs::metadata(above).is_ok_and(|meta| {
+            let search = if meta.uid() == uid {
+                0o100
+            } else if meta.gid() == gid {
+                0o010
+            } else {
+                0o001
+            };
+            meta.mode() & search == 0
+        })
+    })
 }
 
 fn change_owner_recursively(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
@@ -252,6 +283,25 @@ fn change_owner_recursively(path: &Path, uid: u32, gid: u32) -> std::io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_behind_a_closed_one_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let top = std::env::temp_dir().join(format!("warren-closed-{}", uuid::Uuid::new_v4()));
+        let inner = top.join("run").join("broker");
+        std::fs::create_dir_all(&inner).expect("create the folders");
+        let nobody = (u32::MAX - 1, u32::MAX - 1);
+        std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o755))
+            .expect("open the top folder");
+        assert_eq!(closed_ancestor(&inner, nobody.0, nobody.1), None);
+        std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o700))
+            .expect("close the top folder");
+        assert_eq!(
+            closed_ancestor(&inner, nobody.0, nobody.1),
+            Some(top.as_path())
+        );
+        std::fs::remove_dir_all(&top).expect("remove the folders");
+    }
 
     #[test]
     fn the_fleet_node_is_named_after_its_folder() {

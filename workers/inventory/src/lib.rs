@@ -20,7 +20,7 @@ use warren_messages::{
 };
 use warren_runtime::{Handler, HandlerError, Incoming, Manifest, Outputs};
 use warren_store::rusqlite::{self, OptionalExtension, Transaction};
-use warren_store::{Store, StoreError};
+use warren_store::{CachedStatements, Store, StoreError};
 
 /// What the inventory worker consumes and produces.
 pub const MANIFEST: Manifest = Manifest {
@@ -177,12 +177,12 @@ impl InventoryHandler {
                         .map_err(|error| HandlerError::permanent("internal", error.to_string()))?;
                     // A SKU the stock does not count changes no row.
                     for (sku, quantity) in items {
-                        sql(transaction.execute(
+                        sql(transaction.execute_cached(
                             "UPDATE stock SET available = available + ?2 WHERE sku = ?1",
                             rusqlite::params![sku, quantity],
                         ))?;
                     }
-                    sql(transaction.execute(
+                    sql(transaction.execute_cached(
                         "UPDATE reservations SET state = 'released', updated_at = ?2 \
                          WHERE order_id = ?1",
                         rusqlite::params![order_id, now()],
@@ -193,7 +193,7 @@ impl InventoryHandler {
                 // Failed before its stock was reserved: a reserve that comes late must
                 // not reserve it.
                 None => {
-                    sql(transaction.execute(
+                    sql(transaction.execute_cached(
                         "INSERT INTO reservations \
                          (order_id, reservation_id, correlation_id, state, items, updated_at) \
                          VALUES (?1, '', ?2, 'released', ?3, ?4)",
@@ -239,7 +239,7 @@ fn reserve_stock(
     for (sku, quantity) in wanted {
         reserved.push((sku.to_owned(), quantity));
         let available: Option<i64> = sql(transaction
-            .query_row("SELECT available FROM stock WHERE sku = ?1", [sku], |row| {
+            .query_row_cached("SELECT available FROM stock WHERE sku = ?1", [sku], |row| {
                 row.get(0)
             })
             .optional())?;
@@ -256,7 +256,7 @@ fn reserve_stock(
                 "sku": sku, "available": available, "asked": quantity
             })));
         }
-        sql(transaction.execute(
+        sql(transaction.execute_cached(
             "UPDATE stock SET available = available - ?2 WHERE sku = ?1",
             rusqlite::params![sku, quantity],
         ))?;
@@ -264,7 +264,7 @@ fn reserve_stock(
     let reservation_id = format!("res-{}", uuid::Uuid::now_v7());
     let items = serde_json::to_string(&reserved)
         .map_err(|error| HandlerError::permanent("internal", error.to_string()))?;
-    sql(transaction.execute(
+    sql(transaction.execute_cached(
         "INSERT OR REPLACE INTO reservations \
          (order_id, reservation_id, correlation_id, state, items, updated_at) \
          VALUES (?1, ?2, ?3, 'reserved', ?4, ?5)",
@@ -279,7 +279,7 @@ fn reservation(
     order_id: &str,
 ) -> Result<Option<Reservation>, HandlerError> {
     sql(transaction
-        .query_row(
+        .query_row_cached(
             "SELECT reservation_id, correlation_id, state, items FROM reservations \
              WHERE order_id = ?1",
             [order_id],
@@ -322,7 +322,7 @@ impl InventoryHandler {
         self.store.read(|connection| {
             let count = |state: &str| -> rusqlite::Result<u64> {
                 connection
-                    .query_row(
+                    .query_row_cached(
                         "SELECT COUNT(*) FROM reservations WHERE state = ?1",
                         [state],
                         |row| row.get::<_, i64>(0),
@@ -330,8 +330,8 @@ impl InventoryHandler {
                     .map(i64::unsigned_abs)
             };
             let mut items_reserved = 0u64;
-            let mut statement =
-                connection.prepare("SELECT items FROM reservations WHERE state = 'reserved'")?;
+            let mut statement = connection
+                .prepare_cached("SELECT items FROM reservations WHERE state = 'reserved'")?;
             let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
             for items in rows {
                 let items: Vec<(String, i64)> = serde_json::from_str(&items?).unwrap_or_default();

@@ -18,7 +18,7 @@ use warren_messages::{
 };
 use warren_runtime::{Handler, HandlerError, Incoming, Manifest, Outputs};
 use warren_store::rusqlite::{self, Connection, OptionalExtension, Transaction};
-use warren_store::{Store, StoreError};
+use warren_store::{CachedStatements, Store, StoreError};
 
 pub use validate::{luhn, problems, valid_order_id};
 
@@ -192,7 +192,7 @@ impl OrdersHandler {
             let items_json = serde_json::to_string(&order.items).map_err(|error| {
                 HandlerError::permanent(fault_code::INTERNAL, error.to_string())
             })?;
-            sql(transaction.execute(
+            sql(transaction.execute_cached(
                 "INSERT INTO orders (order_id, correlation_id, customer, total_cents, currency, \
                  card_last4, items, status, failure, placed_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'placed', NULL, ?8)",
@@ -254,7 +254,7 @@ impl OrdersHandler {
                 return Ok(Outputs::none());
             };
             if rank(status) > rank(&current) && current != "failed" {
-                sql(transaction.execute(
+                sql(transaction.execute_cached(
                     "UPDATE orders SET status = ?2 WHERE order_id = ?1",
                     [order_id, status],
                 ))?;
@@ -276,7 +276,7 @@ impl OrdersHandler {
         let correlation_id = message.attributes.correlation_id();
         self.store.process_once(&message.identity(), |transaction| {
             let placed_by: Option<String> = sql(transaction
-                .query_row(
+                .query_row_cached(
                     "SELECT correlation_id FROM orders WHERE order_id = ?1",
                     [order_id],
                     |row| row.get(0),
@@ -294,7 +294,7 @@ impl OrdersHandler {
             let failure = serde_json::to_string(&failure).map_err(|error| {
                 HandlerError::permanent(fault_code::INTERNAL, error.to_string())
             })?;
-            sql(transaction.execute(
+            sql(transaction.execute_cached(
                 "UPDATE orders SET status = 'failed', failure = ?2 \
                  WHERE order_id = ?1 AND status != 'failed'",
                 [order_id, &failure],
@@ -334,7 +334,7 @@ fn price(
     let mut priced = Vec::with_capacity(order.items.len());
     for line in &order.items {
         let unit_price_cents: Option<i64> = sql(transaction
-            .query_row(
+            .query_row_cached(
                 "SELECT unit_price_cents FROM products WHERE sku = ?1",
                 [&line.sku],
                 |row| row.get(0),
@@ -357,7 +357,7 @@ fn status_of(
     order_id: &str,
 ) -> Result<Option<String>, HandlerError> {
     sql(transaction
-        .query_row(
+        .query_row_cached(
             "SELECT status FROM orders WHERE order_id = ?1",
             [order_id],
             |row| row.get(0),
@@ -371,7 +371,7 @@ fn append_history(
     status: &str,
     worker: &str,
 ) -> Result<(), HandlerError> {
-    sql(transaction.execute(
+    sql(transaction.execute_cached(
         "INSERT INTO history (order_id, status, worker, at) VALUES (?1, ?2, ?3, ?4)",
         [order_id, status, worker, &now()],
     ))?;
@@ -381,7 +381,7 @@ fn append_history(
 /// Where `order_id` is, from the store, or `None` when it was never placed.
 fn order_status(connection: &Connection, order_id: &str) -> rusqlite::Result<Option<OrderStatus>> {
     let row: Option<(String, i64, String, Option<String>)> = connection
-        .query_row(
+        .query_row_cached(
             "SELECT status, total_cents, currency, failure FROM orders WHERE order_id = ?1",
             [order_id],
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
@@ -390,8 +390,9 @@ fn order_status(connection: &Connection, order_id: &str) -> rusqlite::Result<Opt
     let Some((status, total_cents, currency, failure)) = row else {
         return Ok(None);
     };
-    let mut statement = connection
-        .prepare("SELECT status, worker, at FROM history WHERE order_id = ?1 ORDER BY seq")?;
+    let mut statement = connection.prepare_cached(
+        "SELECT status, worker, at FROM history WHERE order_id = ?1 ORDER BY seq",
+    )?;
     let history = statement
         .query_map([order_id], |row| {
             Ok(OrderStep {
@@ -456,8 +457,9 @@ impl OrdersHandler {
     /// How many orders are in each status now.
     pub fn counts(&self) -> Result<OrdersCounts, HandlerError> {
         self.store.read(|connection| {
-            let mut statement = connection
-                .prepare("SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY status")?;
+            let mut statement = connection.prepare_cached(
+                "SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY status",
+            )?;
             let by_status = statement
                 .query_map([], |row| {
                     Ok((row.get(0)?, row.get::<_, i64>(1)?.unsigned_abs()))

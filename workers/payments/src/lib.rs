@@ -17,7 +17,7 @@ use warren_messages::{
 };
 use warren_runtime::{Handler, HandlerError, Incoming, Manifest, Outputs};
 use warren_store::rusqlite::{self, OptionalExtension, Transaction};
-use warren_store::{Store, StoreError};
+use warren_store::{CachedStatements, Store, StoreError};
 
 /// What the payments worker consumes and produces.
 pub const MANIFEST: Manifest = Manifest {
@@ -152,14 +152,14 @@ impl PaymentsHandler {
         self.store.process_once(&message.identity(), |transaction| {
             match charge(transaction, order_id)? {
                 Some(found) if !found.refunded && found.correlation_id == correlation_id => {
-                    sql(transaction.execute(
+                    sql(transaction.execute_cached(
                         "UPDATE charges SET state = 'refunded', updated_at = ?2 WHERE order_id = ?1",
                         rusqlite::params![order_id, now()],
                     ))?;
                 }
                 Some(_) => {}
                 None => {
-                    sql(transaction.execute(
+                    sql(transaction.execute_cached(
                         "INSERT INTO charges (order_id, charge_id, correlation_id, amount_cents, \
                          currency, card_last4, state, updated_at) \
                          VALUES (?1, ?2, ?3, 0, '', '', 'refunded', ?4)",
@@ -214,7 +214,7 @@ fn charge_card(
     let charge_id = format!("chg-{}", uuid::Uuid::now_v7());
     let number = &order.card.number;
     let last4 = &number[number.len().saturating_sub(4)..];
-    sql(transaction.execute(
+    sql(transaction.execute_cached(
         "INSERT OR REPLACE INTO charges (order_id, charge_id, correlation_id, amount_cents, \
          currency, card_last4, state, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'charged', ?7)",
@@ -234,7 +234,7 @@ fn charge_card(
 /// The charge of `order_id`, if there is one.
 fn charge(transaction: &Transaction<'_>, order_id: &str) -> Result<Option<Charge>, HandlerError> {
     sql(transaction
-        .query_row(
+        .query_row_cached(
             "SELECT charge_id, correlation_id, state FROM charges WHERE order_id = ?1",
             [order_id],
             |row| {
@@ -272,7 +272,7 @@ impl PaymentsHandler {
     /// What the store holds now (refunds recorded for orders never charged left out).
     pub fn counts(&self) -> Result<PaymentsCounts, HandlerError> {
         self.store.read(|connection| {
-            connection.query_row(
+            connection.query_row_cached(
                 "SELECT \
                    COUNT(*) FILTER (WHERE state = 'charged'), \
                    COUNT(*) FILTER (WHERE state = 'refunded' AND charge_id != ''), \

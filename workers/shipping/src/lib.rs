@@ -12,7 +12,7 @@ use std::path::Path;
 use warren_messages::{BookShipment, OrderCompleted, Payload, Progress, ShipmentBooked};
 use warren_runtime::{Handler, HandlerError, Incoming, Manifest, Outputs};
 use warren_store::rusqlite::{self, OptionalExtension};
-use warren_store::{Store, StoreError};
+use warren_store::{CachedStatements, Store, StoreError};
 
 /// What the shipping worker consumes and produces.
 pub const MANIFEST: Manifest = Manifest {
@@ -69,7 +69,7 @@ impl ShippingHandler {
     pub fn shipments(&self) -> Result<u64, HandlerError> {
         self.store.read(|connection| {
             connection
-                .query_row("SELECT COUNT(*) FROM shipments", [], |row| {
+                .query_row_cached("SELECT COUNT(*) FROM shipments", [], |row| {
                     row.get::<_, i64>(0)
                 })
                 .map(i64::unsigned_abs)
@@ -91,7 +91,7 @@ impl Handler for ShippingHandler {
         let items: u32 = order.items.iter().map(|line| line.quantity).sum();
         self.store.process_once(&message.identity(), |transaction| {
             let booked: Option<(String, String)> = sql(transaction
-                .query_row(
+                .query_row_cached(
                     "SELECT shipment_id, tracking_code FROM shipments WHERE order_id = ?1",
                     [&order.order_id],
                     |row| Ok((row.get(0)?, row.get(1)?)),
@@ -102,7 +102,7 @@ impl Handler for ShippingHandler {
                 None => {
                     let shipment = uuid::Uuid::now_v7();
                     let booked = (format!("shp-{shipment}"), tracking_code(shipment));
-                    sql(transaction.execute(
+                    sql(transaction.execute_cached(
                         "INSERT INTO shipments (order_id, shipment_id, tracking_code, items, \
                          booked_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                         rusqlite::params![

@@ -39,7 +39,7 @@ use serde_json::value::RawValue;
 use warren_messages::{Inbound, Payload, TallyAdd, TallyAdded, TallyGet, TallyTotal};
 use warren_runtime::{Handler, HandlerError, Incoming, Manifest, MessageIdentity, Outputs};
 use warren_store::rusqlite::{self, OptionalExtension};
-use warren_store::{Store, StoreError};
+use warren_store::{CachedStatements, Store, StoreError};
 
 /// What the tally worker consumes and produces.
 pub const MANIFEST: Manifest = Manifest {
@@ -194,7 +194,7 @@ impl TallyHandler {
             .store
             .read(|connection| {
                 connection
-                    .query_row(
+                    .query_row_cached(
                         "SELECT total FROM totals WHERE key = ?1",
                         [&get.key],
                         |row| row.get::<_, i64>(0),
@@ -243,7 +243,7 @@ fn add_to_total(
         HandlerError::transient(format!("cannot update the total of {:?}: {error}", add.key))
     };
     let current: i64 = transaction
-        .query_row(
+        .query_row_cached(
             "SELECT total FROM totals WHERE key = ?1",
             [&add.key],
             |row| row.get(0),
@@ -268,7 +268,7 @@ fn add_to_total(
     // The IMMEDIATE transaction holds the write lock since before the read, so no
     // other instance changed the total in between.
     transaction
-        .execute(
+        .execute_cached(
             "INSERT INTO totals (key, total) VALUES (?1, ?2)
              ON CONFLICT (key) DO UPDATE SET total = excluded.total",
             rusqlite::params![add.key, total],
