@@ -16,6 +16,10 @@
 //! broker (its `beam.smp`, found as the process listening on the URL's port), the
 //! worker and the originator, from `/proc/<pid>/stat`.
 //!
+//! More raw sides, each a `raw_rpc` pair with flags of its own, come from
+//! `WARREN_BENCH_VARIANTS` (`name=flags;name=flags`, e.g. `topic=--exchange-kind topic`):
+//! the way to price one of warren's wire choices at a time.
+//!
 //! Run, after building the fleet's binaries in the same profile:
 //!
 //! ```text
@@ -187,7 +191,7 @@ struct Measured {
 
 /// A way to run the round trip: its worker, and how to start its originator.
 struct Side {
-    name: &'static str,
+    name: String,
     worker: Worker,
     originator: Box<dyn Fn(usize, usize) -> Command>,
 }
@@ -240,9 +244,10 @@ impl Side {
 }
 
 /// Starts `raw_rpc worker` and waits for its `ready`.
-fn raw_worker(url: &str, replies: &str, queue: &str) -> BenchResult<Worker> {
+fn raw_worker(url: &str, flags: &[String], queue: &str) -> BenchResult<Worker> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_raw_rpc"))
-        .args(["worker", "--replies", replies, "--queue", queue])
+        .args(["worker", "--queue", queue])
+        .args(flags)
         .args(["--prefetch", PREFETCH])
         .env("WARREN_BENCH_URL", url)
         .stdout(Stdio::piped())
@@ -257,17 +262,21 @@ fn raw_worker(url: &str, replies: &str, queue: &str) -> BenchResult<Worker> {
     Ok(worker)
 }
 
-fn raw_side(url: &str, name: &'static str, replies: &'static str) -> BenchResult<Side> {
-    let queue = format!("bench.rpc.{replies}");
-    let worker = raw_worker(url, replies, &queue)?;
+/// A `raw_rpc` worker and originator pair, both given `flags` (see `raw_rpc`'s options),
+/// on a work queue of their own.
+fn raw_side(url: &str, name: &str, flags: &[String]) -> BenchResult<Side> {
+    let queue = format!("bench.rpc.{name}");
+    let worker = raw_worker(url, flags, &queue)?;
     let url = url.to_owned();
+    let flags = flags.to_vec();
     Ok(Side {
-        name,
+        name: name.to_owned(),
         worker,
         originator: Box::new(move |messages, in_flight| {
             let mut command = Command::new(env!("CARGO_BIN_EXE_raw_rpc"));
             command
-                .args(["originator", "--replies", replies, "--queue", &queue])
+                .args(["originator", "--queue", &queue])
+                .args(&flags)
                 .args(["--messages", &messages.to_string()])
                 .args(["--inflight", &in_flight.to_string()])
                 .args(["--payload-bytes", &PAYLOAD_BYTES.to_string()])
@@ -325,7 +334,7 @@ fn warren_side(url: &str, run_dir: &Path) -> BenchResult<Side> {
     }
     let url = url.to_owned();
     Ok(Side {
-        name: "warren",
+        name: "warren".to_owned(),
         worker,
         originator: Box::new(move |messages, in_flight| {
             let mut command = Command::new(&warren);
@@ -345,6 +354,27 @@ fn warren_side(url: &str, run_dir: &Path) -> BenchResult<Side> {
     })
 }
 
+/// The raw variants of `WARREN_BENCH_VARIANTS`: `name=flags;name=flags`, each a
+/// `raw_rpc` pair given those flags, e.g. `topic=--exchange-kind topic`.
+fn variants() -> BenchResult<Vec<(String, String)>> {
+    let Ok(text) = std::env::var("WARREN_BENCH_VARIANTS") else {
+        return Ok(Vec::new());
+    };
+    text.split(';')
+        .filter(|variant| !variant.trim().is_empty())
+        .map(|variant| {
+            let (name, flags) = variant
+                .split_once('=')
+                .ok_or_else(|| format!("variant {variant:?} is not name=flags"))?;
+            let name = name.trim();
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(format!("variant name {name:?}: letters, digits and - only").into());
+            }
+            Ok((name.to_owned(), flags.to_owned()))
+        })
+        .collect()
+}
+
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -362,11 +392,19 @@ fn run(messages: usize, rounds: usize, in_flight: usize) -> BenchResult<()> {
     let broker = listener_pid(url_port(&url));
     let run_dir = std::env::temp_dir().join(format!("warren-e2e-bench-{}", std::process::id()));
     std::fs::create_dir_all(&run_dir)?;
-    let sides = [
-        raw_side(&url, "raw", "transient")?,
-        raw_side(&url, "raw-durable", "durable")?,
+    let words = |text: &str| {
+        text.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let mut sides = vec![
+        raw_side(&url, "raw", &words("--replies transient"))?,
+        raw_side(&url, "raw-durable", &words("--replies durable"))?,
         warren_side(&url, &run_dir)?,
     ];
+    for variant in variants()? {
+        sides.push(raw_side(&url, &variant.0, &words(&variant.1))?);
+    }
     println!(
         "round trips, originator and worker in their own processes: {messages} a round, \
          {rounds} rounds, interleaved; prefetch {PREFETCH}, {in_flight} in flight, \
@@ -395,36 +433,37 @@ fn run(messages: usize, rounds: usize, in_flight: usize) -> BenchResult<()> {
             results.push(m);
         }
     }
-    println!("medians:");
-    let raw_rate = median(&measured[0].iter().map(|m| m.rate).collect::<Vec<_>>());
+    println!("medians (÷ raw: the median of each round's ratio to raw's rate):");
+    let raw_broker = median(
+        &measured[0]
+            .iter()
+            .map(|m| m.broker_us.unwrap_or(f64::NAN))
+            .collect::<Vec<_>>(),
+    );
     for (side, results) in sides.iter().zip(&measured) {
-        let of =
-            |field: fn(&Measured) -> f64| median(&results.iter().map(field).collect::<Vec<_>>());
+        let of = |field: &dyn Fn(&Measured) -> f64| {
+            median(&results.iter().map(field).collect::<Vec<_>>())
+        };
+        let ratio: Vec<f64> = results
+            .iter()
+            .zip(&measured[0])
+            .map(|(this, raw)| this.rate / raw.rate)
+            .collect();
+        let broker = of(&|m| m.broker_us.unwrap_or(f64::NAN));
         println!(
-            "  {:<12} {:>8.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  broker {:>6.1} µs  worker {:>5.1} µs  \
-             originator {:>5.1} µs",
+            "  {:<12} {:>8.0}/s  ÷ raw {:.3}  p50 {:>6.2} ms  p99 {:>6.2} ms  broker {:>6.1} µs \
+             ({:+.1})  worker {:>5.1} µs  originator {:>5.1} µs",
             side.name,
-            of(|m| m.rate),
-            of(|m| m.p50),
-            of(|m| m.p99),
-            of(|m| m.broker_us.unwrap_or(f64::NAN)),
-            of(|m| m.worker_us),
-            of(|m| m.originator_us),
+            of(&|m| m.rate),
+            median(&ratio),
+            of(&|m| m.p50),
+            of(&|m| m.p99),
+            broker,
+            broker - raw_broker,
+            of(&|m| m.worker_us),
+            of(&|m| m.originator_us),
         );
     }
-    let ratios = |base: usize| {
-        measured[2]
-            .iter()
-            .zip(&measured[base])
-            .map(|(warren, raw)| warren.rate / raw.rate)
-            .collect::<Vec<_>>()
-    };
-    println!(
-        "warren ÷ raw: median of rounds {:.3} (of medians {:.3}); warren ÷ raw-durable: {:.3}",
-        median(&ratios(0)),
-        median(&measured[2].iter().map(|m| m.rate).collect::<Vec<_>>()) / raw_rate,
-        median(&ratios(1)),
-    );
     drop(sides);
     let _ = std::fs::remove_dir_all(&run_dir);
     Ok(())

@@ -6,7 +6,18 @@
 //! raw_rpc worker     [--replies transient|durable] [--queue Q] [--exchange-kind direct|topic] [--prefetch N]
 //! raw_rpc originator [--replies transient|durable] [--queue Q] [--exchange-kind direct|topic]
 //!                    [--messages N] [--inflight W] [--payload-bytes B] [--ack-every K]
+//! both:              [--properties plain|warren] [--reply-exchange default|direct]
+//!                    [--queue-arguments plain|warren]
 //! ```
+//!
+//! Each of warren's wire choices is a flag of its own, so its cost can be measured one
+//! change at a time: `--exchange-kind topic` (warren's `warren.commands`),
+//! `--payload-bytes 741` (the size of warren's envelope around a 256-byte payload),
+//! `--properties warren` (the AMQP properties and header warren's publisher sets),
+//! `--reply-exchange direct` (replies through an exchange like `warren.replies`),
+//! `--queue-arguments warren` (a work queue declared with warren's delivery limit and
+//! at-least-once dead-lettering), and
+//! `--replies durable` with `--ack-every`.
 //!
 //! Both sides: requests are persistent, published with a confirm each, `mandatory`, to a
 //! durable exchange (`bench.rpc.<kind>`) bound to a durable quorum queue; the worker
@@ -56,6 +67,9 @@ struct Options {
     in_flight: usize,
     payload_bytes: usize,
     ack_every: usize,
+    warren_properties: bool,
+    reply_exchange: bool,
+    warren_queue: bool,
 }
 
 impl Options {
@@ -69,6 +83,9 @@ impl Options {
             in_flight: 250,
             payload_bytes: 256,
             ack_every: 1,
+            warren_properties: false,
+            reply_exchange: false,
+            warren_queue: false,
         };
         while let Some(flag) = args.next() {
             let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -97,6 +114,37 @@ impl Options {
                 "--inflight" => options.in_flight = value.parse::<usize>()?.max(1),
                 "--payload-bytes" => options.payload_bytes = value.parse()?,
                 "--ack-every" => options.ack_every = value.parse::<usize>()?.max(1),
+                "--properties" => {
+                    options.warren_properties = match value.as_str() {
+                        "warren" => true,
+                        "plain" => false,
+                        other => {
+                            return Err(format!("--properties {other}: not plain|warren").into());
+                        }
+                    }
+                }
+                "--queue-arguments" => {
+                    options.warren_queue = match value.as_str() {
+                        "warren" => true,
+                        "plain" => false,
+                        other => {
+                            return Err(
+                                format!("--queue-arguments {other}: not plain|warren").into()
+                            );
+                        }
+                    }
+                }
+                "--reply-exchange" => {
+                    options.reply_exchange = match value.as_str() {
+                        "direct" => true,
+                        "default" => false,
+                        other => {
+                            return Err(
+                                format!("--reply-exchange {other}: not default|direct").into()
+                            );
+                        }
+                    }
+                }
                 other => return Err(format!("unknown option {other}").into()),
             }
         }
@@ -114,7 +162,40 @@ impl Options {
     fn routing_key(&self) -> &str {
         &self.queue
     }
+
+    /// The exchange replies are published to: the default one, or `bench.rpc.replies`
+    /// (direct, each reply queue bound under its name, as warren's `warren.replies`).
+    fn reply_exchange(&self) -> &'static str {
+        if self.reply_exchange {
+            REPLY_EXCHANGE
+        } else {
+            ""
+        }
+    }
+
+    /// `properties` with, under `--properties warren`, what warren's publisher adds to
+    /// every message: a CloudEvents content type, `message_id`, `type`, `app_id`,
+    /// `timestamp` and a `traceparent` header, each as long as warren's.
+    fn dress(&self, properties: BasicProperties, n: u64) -> BasicProperties {
+        if !self.warren_properties {
+            return properties;
+        }
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "traceparent".into(),
+            AMQPValue::LongString(LongString::from(format!("00-{n:032x}-{n:016x}-01"))),
+        );
+        properties
+            .with_content_type("application/cloudevents+json".into())
+            .with_message_id(format!("{n:08x}-0000-7000-8000-000000000000").into())
+            .with_type("dev.warren.echo.v1".into())
+            .with_app_id("/warren/raw-rpc".into())
+            .with_timestamp(1_764_489_600)
+            .with_headers(headers)
+    }
 }
+
+const REPLY_EXCHANGE: &str = "bench.rpc.replies";
 
 /// Declares the exchange and the work queue, bound; idempotent.
 async fn declare_work(channel: &Channel, options: &Options) -> BenchResult<()> {
@@ -130,11 +211,29 @@ async fn declare_work(channel: &Channel, options: &Options) -> BenchResult<()> {
             FieldTable::default(),
         )
         .await?;
+    channel
+        .exchange_declare(
+            REPLY_EXCHANGE.into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let text = |value: &str| AMQPValue::LongString(LongString::from(value));
     let mut quorum = FieldTable::default();
-    quorum.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(LongString::from("quorum")),
-    );
+    quorum.insert("x-queue-type".into(), text("quorum"));
+    if options.warren_queue {
+        // What warren's work queues add: a delivery limit, at-least-once dead-lettering
+        // (to an exchange of the bench's own) and the overflow rule it needs.
+        quorum.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(20));
+        quorum.insert("x-dead-letter-exchange".into(), text("bench.rpc.dlx"));
+        quorum.insert("x-dead-letter-routing-key".into(), text(&options.queue));
+        quorum.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+        quorum.insert("x-overflow".into(), text("reject-publish"));
+    }
     channel
         .queue_declare(
             options.queue.as_str().into(),
@@ -195,6 +294,7 @@ async fn worker(options: Options) -> BenchResult<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut in_flight = FuturesUnordered::new();
+    let mut replied = 0u64;
     loop {
         tokio::select! {
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
@@ -214,9 +314,11 @@ async fn worker(options: Options) -> BenchResult<()> {
                 if let Some(correlation_id) = delivery.properties.correlation_id().clone() {
                     properties = properties.with_correlation_id(correlation_id);
                 }
+                replied += 1;
+                let properties = options.dress(properties, replied);
                 let confirm = publish
                     .basic_publish(
-                        "".into(),
+                        options.reply_exchange().into(),
                         reply_to,
                         BasicPublishOptions { mandatory: true, immediate: false },
                         &delivery.data,
@@ -270,6 +372,17 @@ async fn originator(options: Options) -> BenchResult<()> {
             .await?
     };
     let reply_queue = reply_queue.name().clone();
+    if options.reply_exchange {
+        consume
+            .queue_bind(
+                reply_queue.clone(),
+                REPLY_EXCHANGE.into(),
+                reply_queue.clone(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
     let mut replies = consume
         .basic_consume(
             reply_queue.clone(),
@@ -295,11 +408,14 @@ async fn originator(options: Options) -> BenchResult<()> {
     while received < options.messages {
         while sent < options.messages && outstanding.len() < options.in_flight {
             let correlation_id = sent as u64;
-            let properties = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into())
-                .with_correlation_id(correlation_id.to_string().into())
-                .with_reply_to(reply_queue.clone());
+            let properties = options.dress(
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into())
+                    .with_correlation_id(correlation_id.to_string().into())
+                    .with_reply_to(reply_queue.clone()),
+                correlation_id,
+            );
             outstanding.insert(correlation_id, Instant::now());
             confirms.push(
                 publish
