@@ -2,8 +2,8 @@
 //! process run, interleaved, so the figure is a ratio measured under the same
 //! conditions.
 //!
-//! Both sides: a durable quorum work queue, persistent messages, a topic exchange in,
-//! a direct exchange out to a reply queue, publisher confirms on every publish, manual
+//! Both sides: a durable quorum work queue, persistent messages, a direct exchange in
+//! (as warren's `warren.commands`), a direct exchange out to a reply queue, publisher confirms on every publish, manual
 //! acks after the reply is confirmed, the same prefetch, the same in-flight window and
 //! the same payload. The load driver is the same code for both (a closed loop of
 //! `--inflight` requests, correlated by the AMQP `correlation_id`); only the worker
@@ -36,7 +36,7 @@ const PREFETCH: u16 = 500;
 const IN_FLIGHT: usize = 250;
 const PAYLOAD_BYTES: usize = 256;
 
-const RAW_COMMANDS: &str = "bench.raw.commands";
+const RAW_COMMANDS: &str = "bench.raw.requests";
 const RAW_REPLIES: &str = "bench.raw.replies";
 const RAW_QUEUE: &str = "bench.raw.work";
 const RAW_ROUTING_KEY: &str = "bench.raw.echo";
@@ -239,7 +239,7 @@ async fn declare_raw(channel: &Channel, reply_queue: &str) -> BenchResult<()> {
     channel
         .exchange_declare(
             RAW_COMMANDS.into(),
-            ExchangeKind::Topic,
+            ExchangeKind::Direct,
             durable,
             FieldTable::default(),
         )

@@ -230,7 +230,7 @@ async fn declare_topology(
 ) -> Result<Queue, lapin::Error> {
     let channel = connection.create_channel().await?;
     let declared = async {
-        declare_exchanges(&channel).await?;
+        declare_exchanges(connection).await?;
         declare_worker_queues(
             &channel,
             &warren_echo::MANIFEST,

@@ -310,7 +310,7 @@ impl Originator {
     ) -> Result<Self, RuntimeError> {
         let connection = connect(&settings.amqp, connection_name).await?;
         let publisher = Publisher::open(&connection, settings.amqp.confirm_timeout()).await?;
-        declare_exchanges(publisher.channel()).await?;
+        declare_exchanges(&connection).await?;
         declare_reply_queue(publisher.channel(), &reply_queue, REPLY_QUEUE_EXPIRY_MS).await?;
         let consume_channel = connection.create_channel().await?;
         consume_channel

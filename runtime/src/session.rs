@@ -93,7 +93,7 @@ async fn set_up<H: Handler>(
 ) -> Result<SessionSetUp, RuntimeError> {
     let name = core.manifest.name;
     let publisher = Publisher::open(connection, core.settings.amqp.confirm_timeout()).await?;
-    declare_exchanges(publisher.channel()).await?;
+    declare_exchanges(connection).await?;
     declare_worker_queues(
         publisher.channel(),
         &core.manifest,

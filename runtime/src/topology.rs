@@ -1,6 +1,9 @@
 //! Exchange and queue names, and their declarations.
 //!
-//! - `warren.commands`, `warren.events`: topic exchanges; routing key = message type.
+//! - `warren.commands`: direct exchange; routing key = message type (a topic exchange
+//!   declared by warren 0.1 is used as it is).
+//! - `warren.events`: topic exchange; routing key = message type, so subscribers may
+//!   bind patterns.
 //! - `warren.replies`: direct exchange; a reply queue binds under its own name. Outcomes
 //!   go only here, so a forged `replyto` naming a work queue routes nowhere.
 //! - `warren.<worker>`: the worker's quorum work queue, with a delivery limit.
@@ -11,7 +14,7 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 use crate::error::RuntimeError;
 use crate::handler::Manifest;
@@ -110,20 +113,58 @@ fn text(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value))
 }
 
-/// Declares the four shared exchanges. Idempotent.
-pub async fn declare_exchanges(channel: &Channel) -> Result<(), RuntimeError> {
+/// Declares the shared exchanges, on a channel of its own. Idempotent.
+///
+/// `warren.commands` is direct: every command binding is an exact message type, and a
+/// direct exchange routes for less broker work than a topic one (docs/performance.md).
+/// Where it already exists as a topic exchange (declared by warren 0.1), it is used as
+/// it is, with a warning: routing keys are exact types either way.
+pub async fn declare_exchanges(connection: &Connection) -> Result<(), RuntimeError> {
+    let mut channel = connection.create_channel().await?;
     for (name, kind) in [
-        (COMMANDS_EXCHANGE, ExchangeKind::Topic),
+        (COMMANDS_EXCHANGE, ExchangeKind::Direct),
         (EVENTS_EXCHANGE, ExchangeKind::Topic),
         (REPLIES_EXCHANGE, ExchangeKind::Direct),
         (DEAD_LETTER_EXCHANGE, ExchangeKind::Direct),
         (RETRIES_EXCHANGE, ExchangeKind::Direct),
     ] {
-        channel
+        let declared = channel
             .exchange_declare(name.into(), kind, durable_exchange(), FieldTable::default())
-            .await?;
+            .await;
+        match declared {
+            Ok(()) => {}
+            Err(error) if name == COMMANDS_EXCHANGE && is_precondition_failed(&error) => {
+                // The failed declare closed the channel.
+                channel = connection.create_channel().await?;
+                let passive = ExchangeDeclareOptions {
+                    passive: true,
+                    ..ExchangeDeclareOptions::default()
+                };
+                channel
+                    .exchange_declare(
+                        name.into(),
+                        ExchangeKind::Direct,
+                        passive,
+                        FieldTable::default(),
+                    )
+                    .await?;
+                tracing::warn!(
+                    exchange = name,
+                    "{name} exists with another type (a topic exchange of warren 0.1); \
+                     using it as it is. Delete it while no worker runs (`rabbitmqctl \
+                     delete_exchange {name}`, with `-p <vhost>`) to get the direct one"
+                );
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
+    crate::connection::close_channel(&channel, "declared").await;
     Ok(())
+}
+
+/// Whether the broker refused a declaration as inequivalent to what exists (406).
+fn is_precondition_failed(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406)
 }
 
 /// Declares `worker`'s work queue, delay queues and dead-letter queue, and binds the

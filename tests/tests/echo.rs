@@ -450,3 +450,66 @@ async fn shutdown_with_messages_in_flight_loses_none() {
     let dlq = broker.queue_state(ECHO_DLQ).await.expect("the DLQ exists");
     assert_eq!(dlq.messages, 0, "no request was dead-lettered");
 }
+
+/// The type of `exchange` in `vhost`, as `rabbitmqctl list_exchanges` gives it.
+async fn exchange_type(vhost: &Vhost, exchange: &str) -> Option<String> {
+    let listed = warren_e2e::vhost::rabbitmqctl(&[
+        "list_exchanges",
+        "-q",
+        "-p",
+        vhost.name(),
+        "name",
+        "type",
+    ])
+    .await;
+    listed.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        (fields.next() == Some(exchange)).then(|| fields.next().unwrap_or_default().to_owned())
+    })
+}
+
+/// `warren.commands` is a direct exchange; one a warren 0.1 fleet left behind as a
+/// topic exchange is used as it is, so that fleet's broker keeps routing commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_go_through_a_direct_exchange_or_an_old_topic_one() {
+    let fresh = Vhost::create().await;
+    let _worker = fresh.start_worker("warren-echo").await;
+    assert_eq!(
+        exchange_type(&fresh, "warren.commands").await.as_deref(),
+        Some("direct")
+    );
+    assert_eq!(
+        exchange_type(&fresh, "warren.events").await.as_deref(),
+        Some("topic")
+    );
+    let output = fresh.warren(&["request", ECHO, r#"{"fresh":true}"#]).await;
+    assert_eq!(output.code(), Some(0), "stdout: {}", output.stdout);
+
+    let old = Vhost::create().await;
+    let broker = old.connect().await;
+    let channel = broker.create_channel().await;
+    channel
+        .exchange_declare(
+            "warren.commands".into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..lapin::options::ExchangeDeclareOptions::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("declare warren.commands as warren 0.1 did");
+    let _worker = old.start_worker("warren-echo").await;
+    let output = old.warren(&["request", ECHO, r#"{"old":true}"#]).await;
+    assert_eq!(output.code(), Some(0), "stdout: {}", output.stdout);
+    assert_echo_result(
+        &parse_envelope(output.stdout_lines()[0].as_bytes()),
+        &json!({"old":true}),
+    );
+    assert_eq!(
+        exchange_type(&old, "warren.commands").await.as_deref(),
+        Some("topic"),
+        "the old exchange is kept, not replaced"
+    );
+}

@@ -3,11 +3,11 @@
 //! process, doing the same durable work as warren's echo path with nothing of warren.
 //!
 //! ```text
-//! raw_rpc worker     [--replies transient|durable] [--queue Q] [--exchange-kind direct|topic] [--prefetch N]
-//! raw_rpc originator [--replies transient|durable] [--queue Q] [--exchange-kind direct|topic]
+//! raw_rpc worker     [--replies transient|kept|durable] [--queue Q] [--exchange-kind direct|topic] [--prefetch N]
+//! raw_rpc originator [--replies transient|kept|durable] [--queue Q] [--exchange-kind direct|topic]
 //!                    [--messages N] [--inflight W] [--payload-bytes B] [--ack-every K]
 //! both:              [--properties plain|warren] [--reply-exchange default|direct]
-//!                    [--queue-arguments plain|warren]
+//!                    [--queue-arguments plain|limit|warren] [--reply-queue-version 1|2]
 //! ```
 //!
 //! Each of warren's wire choices is a flag of its own, so its cost can be measured one
@@ -28,6 +28,8 @@
 //! - `transient`, the common hand-written pattern: the originator's reply queue is
 //!   server-named and exclusive to its connection, replies are transient (delivery mode
 //!   1) and consumed without acks.
+//! - `kept`: a named durable reply queue that outlives the connection, as warren's, but
+//!   transient replies consumed without acks.
 //! - `durable`, warren's reply durability: a named durable reply queue that outlives the
 //!   connection (it expires after a minute without a consumer), persistent replies, each
 //!   acked by the originator (or every `--ack-every` replies, with `multiple`).
@@ -57,9 +59,33 @@ type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 /// How long a durable reply queue lives without a consumer.
 const REPLY_QUEUE_EXPIRY_MS: i64 = 60_000;
 
+/// How replies travel.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replies {
+    /// Into a server-named queue exclusive to the originator's connection, transient,
+    /// consumed without acks: the common hand-written pattern.
+    Transient,
+    /// Into a named durable queue that outlives the connection, transient, consumed
+    /// without acks.
+    Kept,
+    /// Into a named durable queue, persistent, each acked: warren's reply durability.
+    Durable,
+}
+
+/// The work queue's arguments besides its type.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum QueueArguments {
+    /// None.
+    Plain,
+    /// A delivery limit only (dropped past it).
+    Limit,
+    /// warren's: a delivery limit, at-least-once dead-lettering and `reject-publish`.
+    Warren,
+}
+
 /// What both modes are told.
 struct Options {
-    durable_replies: bool,
+    replies: Replies,
     queue: String,
     exchange_kind: ExchangeKind,
     prefetch: u16,
@@ -69,13 +95,14 @@ struct Options {
     ack_every: usize,
     warren_properties: bool,
     reply_exchange: bool,
-    warren_queue: bool,
+    queue_arguments: QueueArguments,
+    reply_queue_version: Option<i64>,
 }
 
 impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> BenchResult<Options> {
         let mut options = Options {
-            durable_replies: false,
+            replies: Replies::Transient,
             queue: "bench.rpc.work".to_owned(),
             exchange_kind: ExchangeKind::Direct,
             prefetch: 500,
@@ -85,17 +112,21 @@ impl Options {
             ack_every: 1,
             warren_properties: false,
             reply_exchange: false,
-            warren_queue: false,
+            queue_arguments: QueueArguments::Plain,
+            reply_queue_version: None,
         };
         while let Some(flag) = args.next() {
             let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
             match flag.as_str() {
                 "--replies" => {
-                    options.durable_replies = match value.as_str() {
-                        "durable" => true,
-                        "transient" => false,
+                    options.replies = match value.as_str() {
+                        "transient" => Replies::Transient,
+                        "kept" => Replies::Kept,
+                        "durable" => Replies::Durable,
                         other => {
-                            return Err(format!("--replies {other}: not durable|transient").into());
+                            return Err(
+                                format!("--replies {other}: not transient|kept|durable").into()
+                            );
                         }
                     }
                 }
@@ -124,16 +155,19 @@ impl Options {
                     }
                 }
                 "--queue-arguments" => {
-                    options.warren_queue = match value.as_str() {
-                        "warren" => true,
-                        "plain" => false,
+                    options.queue_arguments = match value.as_str() {
+                        "plain" => QueueArguments::Plain,
+                        "limit" => QueueArguments::Limit,
+                        "warren" => QueueArguments::Warren,
                         other => {
-                            return Err(
-                                format!("--queue-arguments {other}: not plain|warren").into()
-                            );
+                            return Err(format!(
+                                "--queue-arguments {other}: not plain|limit|warren"
+                            )
+                            .into());
                         }
                     }
                 }
+                "--reply-queue-version" => options.reply_queue_version = Some(value.parse()?),
                 "--reply-exchange" => {
                     options.reply_exchange = match value.as_str() {
                         "direct" => true,
@@ -225,10 +259,12 @@ async fn declare_work(channel: &Channel, options: &Options) -> BenchResult<()> {
     let text = |value: &str| AMQPValue::LongString(LongString::from(value));
     let mut quorum = FieldTable::default();
     quorum.insert("x-queue-type".into(), text("quorum"));
-    if options.warren_queue {
-        // What warren's work queues add: a delivery limit, at-least-once dead-lettering
-        // (to an exchange of the bench's own) and the overflow rule it needs.
+    if options.queue_arguments != QueueArguments::Plain {
         quorum.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(20));
+    }
+    if options.queue_arguments == QueueArguments::Warren {
+        // What warren's work queues add to the limit: at-least-once dead-lettering (to
+        // an exchange of the bench's own) and the overflow rule it needs.
         quorum.insert("x-dead-letter-exchange".into(), text("bench.rpc.dlx"));
         quorum.insert("x-dead-letter-routing-key".into(), text(&options.queue));
         quorum.insert("x-dead-letter-strategy".into(), text("at-least-once"));
@@ -290,7 +326,11 @@ async fn worker(options: Options) -> BenchResult<()> {
         )
         .await?;
     println!("ready");
-    let delivery_mode = if options.durable_replies { 2 } else { 1 };
+    let delivery_mode = if options.replies == Replies::Durable {
+        2
+    } else {
+        1
+    };
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut in_flight = FuturesUnordered::new();
@@ -341,12 +381,15 @@ async fn worker(options: Options) -> BenchResult<()> {
 async fn originator(options: Options) -> BenchResult<()> {
     let connection = connect().await?;
     let (publish, consume) = channels(&connection, &options).await?;
-    let reply_queue = if options.durable_replies {
+    let reply_queue = if options.replies != Replies::Transient {
         let mut arguments = FieldTable::default();
         arguments.insert(
             "x-expires".into(),
             AMQPValue::LongLongInt(REPLY_QUEUE_EXPIRY_MS),
         );
+        if let Some(version) = options.reply_queue_version {
+            arguments.insert("x-queue-version".into(), AMQPValue::LongLongInt(version));
+        }
         let name = format!("bench.rpc.reply.{}", std::process::id());
         consume
             .queue_declare(
@@ -388,7 +431,7 @@ async fn originator(options: Options) -> BenchResult<()> {
             reply_queue.clone(),
             "".into(),
             BasicConsumeOptions {
-                no_ack: !options.durable_replies,
+                no_ack: options.replies != Replies::Durable,
                 ..BasicConsumeOptions::default()
             },
             FieldTable::default(),
@@ -452,7 +495,7 @@ async fn originator(options: Options) -> BenchResult<()> {
                     latency.saturating_record(micros);
                     received += 1;
                 }
-                if options.durable_replies {
+                if options.replies == Replies::Durable {
                     unacked += 1;
                     if unacked >= options.ack_every || received == options.messages {
                         reply.acker.ack(BasicAckOptions { multiple: unacked > 1 }).await?;
