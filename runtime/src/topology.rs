@@ -282,6 +282,9 @@ pub async fn declare_reply_queue(
         "x-expires".into(),
         AMQPValue::LongLongInt(i64::from(expires_ms)),
     );
+    // Classic queues' second storage format: it writes persistent messages for less
+    // broker work than the first (docs/performance.md); older brokers ignore it.
+    arguments.insert("x-queue-version".into(), AMQPValue::LongLongInt(2));
     channel
         .queue_declare(name.into(), durable_queue(), arguments)
         .await?;
