@@ -6,7 +6,7 @@
 //! raw_rpc worker     [--replies transient|kept|durable] [--queue Q] [--exchange-kind direct|topic] [--prefetch N]
 //! raw_rpc originator [--replies transient|kept|durable] [--queue Q] [--exchange-kind direct|topic]
 //!                    [--messages N] [--inflight W] [--payload-bytes B] [--ack-every K]
-//! both:              [--properties plain|warren] [--reply-exchange default|direct]
+//! both:              [--properties plain|mirror|header|warren] [--reply-exchange default|direct]
 //!                    [--queue-arguments plain|limit|warren] [--reply-queue-version 1|2]
 //! ```
 //!
@@ -72,6 +72,19 @@ enum Replies {
     Durable,
 }
 
+/// Which of warren's AMQP properties messages carry besides the RPC's own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Properties {
+    /// None.
+    Plain,
+    /// The properties that mirror envelope attributes.
+    Mirror,
+    /// The `traceparent` header.
+    Header,
+    /// Both.
+    Warren,
+}
+
 /// The work queue's arguments besides its type.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum QueueArguments {
@@ -93,7 +106,7 @@ struct Options {
     in_flight: usize,
     payload_bytes: usize,
     ack_every: usize,
-    warren_properties: bool,
+    properties: Properties,
     reply_exchange: bool,
     queue_arguments: QueueArguments,
     reply_queue_version: Option<i64>,
@@ -110,7 +123,7 @@ impl Options {
             in_flight: 250,
             payload_bytes: 256,
             ack_every: 1,
-            warren_properties: false,
+            properties: Properties::Plain,
             reply_exchange: false,
             queue_arguments: QueueArguments::Plain,
             reply_queue_version: None,
@@ -146,11 +159,16 @@ impl Options {
                 "--payload-bytes" => options.payload_bytes = value.parse()?,
                 "--ack-every" => options.ack_every = value.parse::<usize>()?.max(1),
                 "--properties" => {
-                    options.warren_properties = match value.as_str() {
-                        "warren" => true,
-                        "plain" => false,
+                    options.properties = match value.as_str() {
+                        "plain" => Properties::Plain,
+                        "mirror" => Properties::Mirror,
+                        "header" => Properties::Header,
+                        "warren" => Properties::Warren,
                         other => {
-                            return Err(format!("--properties {other}: not plain|warren").into());
+                            return Err(format!(
+                                "--properties {other}: not plain|mirror|header|warren"
+                            )
+                            .into());
                         }
                     }
                 }
@@ -209,23 +227,26 @@ impl Options {
 
     /// `properties` with, under `--properties warren`, what warren's publisher adds to
     /// every message: a CloudEvents content type, `message_id`, `type`, `app_id`,
-    /// `timestamp` and a `traceparent` header, each as long as warren's.
-    fn dress(&self, properties: BasicProperties, n: u64) -> BasicProperties {
-        if !self.warren_properties {
-            return properties;
+    /// `timestamp` (`mirror`) and a `traceparent` header (`header`), each as long as
+    /// warren's.
+    fn dress(&self, mut properties: BasicProperties, n: u64) -> BasicProperties {
+        if matches!(self.properties, Properties::Mirror | Properties::Warren) {
+            properties = properties
+                .with_content_type("application/cloudevents+json".into())
+                .with_message_id(format!("{n:08x}-0000-7000-8000-000000000000").into())
+                .with_type("dev.warren.echo.v1".into())
+                .with_app_id("/warren/raw-rpc".into())
+                .with_timestamp(1_764_489_600);
         }
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "traceparent".into(),
-            AMQPValue::LongString(LongString::from(format!("00-{n:032x}-{n:016x}-01"))),
-        );
+        if matches!(self.properties, Properties::Header | Properties::Warren) {
+            let mut headers = FieldTable::default();
+            headers.insert(
+                "traceparent".into(),
+                AMQPValue::LongString(LongString::from(format!("00-{n:032x}-{n:016x}-01"))),
+            );
+            properties = properties.with_headers(headers);
+        }
         properties
-            .with_content_type("application/cloudevents+json".into())
-            .with_message_id(format!("{n:08x}-0000-7000-8000-000000000000").into())
-            .with_type("dev.warren.echo.v1".into())
-            .with_app_id("/warren/raw-rpc".into())
-            .with_timestamp(1_764_489_600)
-            .with_headers(headers)
     }
 }
 
