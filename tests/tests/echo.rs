@@ -468,16 +468,20 @@ async fn exchange_type(vhost: &Vhost, exchange: &str) -> Option<String> {
     })
 }
 
+/// What a worker logs when it finds `warren.commands` declared with another type.
+const OLD_EXCHANGE_WARNING: &str = "warren.commands exists with another type";
+
 /// `warren.commands` is a direct exchange; one a warren 0.1 fleet left behind as a
 /// topic exchange is used as it is, so that fleet's broker keeps routing commands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_go_through_a_direct_exchange_or_an_old_topic_one() {
     let fresh = Vhost::create().await;
-    let _worker = fresh.start_worker("warren-echo").await;
+    let fresh_worker = fresh.start_worker("warren-echo").await;
     assert_eq!(
         exchange_type(&fresh, "warren.commands").await.as_deref(),
         Some("direct")
     );
+    assert_eq!(fresh_worker.count_lines_with(&[OLD_EXCHANGE_WARNING]), 0);
     assert_eq!(
         exchange_type(&fresh, "warren.events").await.as_deref(),
         Some("topic")
@@ -500,7 +504,13 @@ async fn commands_go_through_a_direct_exchange_or_an_old_topic_one() {
         )
         .await
         .expect("declare warren.commands as warren 0.1 did");
-    let _worker = old.start_worker("warren-echo").await;
+    let old_worker = old.start_worker("warren-echo").await;
+    assert_eq!(
+        old_worker.count_lines_with(&[OLD_EXCHANGE_WARNING, "delete_exchange warren.commands"]),
+        1,
+        "one warning naming the fix: {:?}",
+        old_worker.output_lines()
+    );
     let output = old.warren(&["request", ECHO, r#"{"old":true}"#]).await;
     assert_eq!(output.code(), Some(0), "stdout: {}", output.stdout);
     assert_echo_result(
