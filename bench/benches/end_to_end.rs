@@ -218,10 +218,10 @@ impl Side {
         )?;
         let originator_ticks = cpu_ticks(child.id()).unwrap_or(0);
         let status = child.wait()?;
-        let worker_ticks = self.worker.ticks() - worker_before;
+        let worker_ticks = self.worker.ticks().saturating_sub(worker_before);
         let broker_ticks = broker_before
             .zip(broker.and_then(cpu_ticks))
-            .map(|(before, after)| after - before);
+            .map(|(before, after)| after.saturating_sub(before));
         if !status.success() {
             return Err(format!("{}'s originator failed: {status}", self.name).into());
         }
