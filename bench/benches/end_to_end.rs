@@ -71,12 +71,23 @@ fn fleet_binary(name: &str) -> BenchResult<PathBuf> {
     }
 }
 
-/// CPU ticks (user + system) of `pid` and of its children still running, by
-/// `/proc/<pid>/stat`; `None` when it cannot be read.
-fn cpu_ticks(pid: u32) -> Option<u64> {
+/// The fields of `/proc/<pid>/stat` after the command name (which is in parentheses and
+/// may hold spaces): the state is `[0]`, the parent `[1]`, user and system CPU ticks
+/// `[11]` and `[12]`.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// CPU ticks (user + system) of `pid` itself; `None` when they cannot be read.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let fields = stat_fields(pid)?;
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
@@ -90,18 +101,7 @@ fn children_of(pid: u32) -> Vec<u32> {
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let fields: Vec<String> = stat
-                        .rsplit_once(')')?
-                        .1
-                        .split_whitespace()
-                        .map(str::to_owned)
-                        .collect();
-                    fields.get(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
+            stat_fields(*child).and_then(|fields| fields.get(1)?.parse::<u32>().ok()) == Some(pid)
         })
         .collect()
 }

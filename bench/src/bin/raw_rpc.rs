@@ -132,26 +132,26 @@ impl Options {
             let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
             match flag.as_str() {
                 "--replies" => {
-                    options.replies = match value.as_str() {
-                        "transient" => Replies::Transient,
-                        "kept" => Replies::Kept,
-                        "durable" => Replies::Durable,
-                        other => {
-                            return Err(
-                                format!("--replies {other}: not transient|kept|durable").into()
-                            );
-                        }
-                    }
+                    options.replies = pick(
+                        &flag,
+                        &value,
+                        &[
+                            ("transient", Replies::Transient),
+                            ("kept", Replies::Kept),
+                            ("durable", Replies::Durable),
+                        ],
+                    )?;
                 }
                 "--queue" => options.queue = value,
                 "--exchange-kind" => {
-                    options.exchange_kind = match value.as_str() {
-                        "direct" => ExchangeKind::Direct,
-                        "topic" => ExchangeKind::Topic,
-                        other => {
-                            return Err(format!("--exchange-kind {other}: not direct|topic").into());
-                        }
-                    }
+                    options.exchange_kind = pick(
+                        &flag,
+                        &value,
+                        &[
+                            ("direct", ExchangeKind::Direct),
+                            ("topic", ExchangeKind::Topic),
+                        ],
+                    )?;
                 }
                 "--prefetch" => options.prefetch = value.parse()?,
                 "--messages" => options.messages = value.parse()?,
@@ -159,43 +159,32 @@ impl Options {
                 "--payload-bytes" => options.payload_bytes = value.parse()?,
                 "--ack-every" => options.ack_every = value.parse::<usize>()?.max(1),
                 "--properties" => {
-                    options.properties = match value.as_str() {
-                        "plain" => Properties::Plain,
-                        "mirror" => Properties::Mirror,
-                        "header" => Properties::Header,
-                        "warren" => Properties::Warren,
-                        other => {
-                            return Err(format!(
-                                "--properties {other}: not plain|mirror|header|warren"
-                            )
-                            .into());
-                        }
-                    }
+                    options.properties = pick(
+                        &flag,
+                        &value,
+                        &[
+                            ("plain", Properties::Plain),
+                            ("mirror", Properties::Mirror),
+                            ("header", Properties::Header),
+                            ("warren", Properties::Warren),
+                        ],
+                    )?;
                 }
                 "--queue-arguments" => {
-                    options.queue_arguments = match value.as_str() {
-                        "plain" => QueueArguments::Plain,
-                        "limit" => QueueArguments::Limit,
-                        "warren" => QueueArguments::Warren,
-                        other => {
-                            return Err(format!(
-                                "--queue-arguments {other}: not plain|limit|warren"
-                            )
-                            .into());
-                        }
-                    }
+                    options.queue_arguments = pick(
+                        &flag,
+                        &value,
+                        &[
+                            ("plain", QueueArguments::Plain),
+                            ("limit", QueueArguments::Limit),
+                            ("warren", QueueArguments::Warren),
+                        ],
+                    )?;
                 }
                 "--reply-queue-version" => options.reply_queue_version = Some(value.parse()?),
                 "--reply-exchange" => {
-                    options.reply_exchange = match value.as_str() {
-                        "direct" => true,
-                        "default" => false,
-                        other => {
-                            return Err(
-                                format!("--reply-exchange {other}: not default|direct").into()
-                            );
-                        }
-                    }
+                    options.reply_exchange =
+                        pick(&flag, &value, &[("default", false), ("direct", true)])?;
                 }
                 other => return Err(format!("unknown option {other}").into()),
             }
@@ -251,6 +240,17 @@ impl Options {
 }
 
 const REPLY_EXCHANGE: &str = "bench.rpc.replies";
+
+/// The choice named `value` among `choices`, for the option `flag`.
+fn pick<T: Clone>(flag: &str, value: &str, choices: &[(&str, T)]) -> BenchResult<T> {
+    match choices.iter().find(|(name, _)| *name == value) {
+        Some((_, choice)) => Ok(choice.clone()),
+        None => {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            Err(format!("{flag} {value}: not {}", names.join("|")).into())
+        }
+    }
+}
 
 /// Declares the exchange and the work queue, bound; idempotent.
 async fn declare_work(channel: &Channel, options: &Options) -> BenchResult<()> {
