@@ -16,6 +16,10 @@
 //! broker (its `beam.smp`, found as the process listening on the URL's port), the
 //! worker and the originator, from `/proc/<pid>/stat`.
 //!
+//! With `WARREN_BENCH_BARE=1`, a `warren-bare` side runs the fleet with
+//! `--no-observability` (no log files, no metrics): the price of observability. The two
+//! fleets then take turns, each started for its run and stopped after it.
+//!
 //! More raw sides, each a `raw_rpc` pair with flags of its own, come from
 //! `WARREN_BENCH_VARIANTS` (`name=flags;name=flags`, e.g. `topic=--exchange-kind topic`):
 //! the way to price one of warren's wire choices at a time.
@@ -189,18 +193,33 @@ struct Measured {
     originator_us: f64,
 }
 
+/// A side's worker: running for the whole benchmark, or started for each run (two
+/// `warren up`s would share the echo queue).
+enum SideWorker {
+    Running(Worker),
+    PerRun(Box<dyn Fn() -> BenchResult<Worker>>),
+}
+
 /// A way to run the round trip: its worker, and how to start its originator.
 struct Side {
     name: String,
-    worker: Worker,
+    worker: SideWorker,
     originator: Box<dyn Fn(usize, usize) -> Command>,
 }
 
 impl Side {
     /// Runs the originator for `messages` round trips, `in_flight` at a time.
     fn run(&self, broker: Option<u32>, messages: usize, in_flight: usize) -> BenchResult<Measured> {
+        let started;
+        let worker = match &self.worker {
+            SideWorker::Running(worker) => worker,
+            SideWorker::PerRun(start) => {
+                started = start()?;
+                &started
+            }
+        };
         let broker_before = broker.and_then(cpu_ticks);
-        let worker_before = self.worker.ticks();
+        let worker_before = worker.ticks();
         let mut child = (self.originator)(messages, in_flight)
             .stdout(Stdio::piped())
             .spawn()?;
@@ -218,7 +237,7 @@ impl Side {
         )?;
         let originator_ticks = cpu_ticks(child.id()).unwrap_or(0);
         let status = child.wait()?;
-        let worker_ticks = self.worker.ticks().saturating_sub(worker_before);
+        let worker_ticks = worker.ticks().saturating_sub(worker_before);
         let broker_ticks = broker_before
             .zip(broker.and_then(cpu_ticks))
             .map(|(before, after)| after.saturating_sub(before));
@@ -271,7 +290,7 @@ fn raw_side(url: &str, name: &str, flags: &[String]) -> BenchResult<Side> {
     let flags = flags.to_vec();
     Ok(Side {
         name: name.to_owned(),
-        worker,
+        worker: SideWorker::Running(worker),
         originator: Box::new(move |messages, in_flight| {
             let mut command = Command::new(env!("CARGO_BIN_EXE_raw_rpc"));
             command
@@ -287,10 +306,12 @@ fn raw_side(url: &str, name: &str, flags: &[String]) -> BenchResult<Side> {
     })
 }
 
-fn warren_side(url: &str, run_dir: &Path) -> BenchResult<Side> {
+/// `warren up --only echo` with `up_flags`, answering requests.
+fn start_warren(url: &str, run_dir: &Path, up_flags: &[&str]) -> BenchResult<Worker> {
     let warren = fleet_binary("warren")?;
     fleet_binary("warren-echo")?;
     let bin_dir = profile_dir()?;
+    std::fs::create_dir_all(run_dir)?;
     let log = std::fs::File::create(run_dir.join("up.log"))?;
     let child = Command::new(&warren)
         .args([
@@ -301,6 +322,7 @@ fn warren_side(url: &str, run_dir: &Path) -> BenchResult<Side> {
             PREFETCH,
             "--no-local-broker",
         ])
+        .args(up_flags)
         .env("WARREN_AMQP_URL", url)
         .env("WARREN_RUN_DIR", run_dir)
         .env("WARREN_BIN_DIR", &bin_dir)
@@ -332,9 +354,28 @@ fn warren_side(url: &str, run_dir: &Path) -> BenchResult<Side> {
         )
         .into());
     }
+    Ok(worker)
+}
+
+/// `warren up` (with `up_flags`) + `warren load`. With `per_run`, the fleet is started
+/// for each run and stopped after it.
+fn warren_side(
+    url: &str,
+    run_dir: &Path,
+    name: &str,
+    up_flags: &'static [&'static str],
+    per_run: bool,
+) -> BenchResult<Side> {
+    let warren = fleet_binary("warren")?;
+    let worker = if per_run {
+        let (url, run_dir) = (url.to_owned(), run_dir.to_path_buf());
+        SideWorker::PerRun(Box::new(move || start_warren(&url, &run_dir, up_flags)))
+    } else {
+        SideWorker::Running(start_warren(url, run_dir, up_flags)?)
+    };
     let url = url.to_owned();
     Ok(Side {
-        name: "warren".to_owned(),
+        name: name.to_owned(),
         worker,
         originator: Box::new(move |messages, in_flight| {
             let mut command = Command::new(&warren);
@@ -397,11 +438,23 @@ fn run(messages: usize, rounds: usize, in_flight: usize) -> BenchResult<()> {
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
+    // With a `warren-bare` side too (observability off), the two fleets take turns on
+    // the echo queue: each starts for its run and stops after it.
+    let bare = std::env::var_os("WARREN_BENCH_BARE").is_some();
     let mut sides = vec![
         raw_side(&url, "raw", &words("--replies transient"))?,
         raw_side(&url, "raw-durable", &words("--replies durable"))?,
-        warren_side(&url, &run_dir)?,
+        warren_side(&url, &run_dir.join("warren"), "warren", &[], bare)?,
     ];
+    if bare {
+        sides.push(warren_side(
+            &url,
+            &run_dir.join("bare"),
+            "warren-bare",
+            &["--no-observability"],
+            true,
+        )?);
+    }
     for variant in variants()? {
         sides.push(raw_side(&url, &variant.0, &words(&variant.1))?);
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use jiff::SignedDuration;
 use warren_messages::catalogue::{self, Kind};
 use warren_messages::{Attributes, Envelope};
-use warren_runtime::topology::{COMMANDS_EXCHANGE, EVENTS_EXCHANGE};
+use warren_runtime::topology::{COMMANDS_EXCHANGE, EVENTS_EXCHANGE, check_worker_name};
 use warren_runtime::{Originator, Settings, reconnect_delays};
 
 /// Exit code 1: a request faulted, or a message was not delivered (no queue took it).
@@ -44,6 +44,13 @@ fn no_worker_consumes(message_type: &str) -> String {
         "no worker consumes {message_type}: no queue is bound for it (is the type right, and \
          has its worker ever started?)"
     )
+}
+
+/// Checks a worker name given on the command line by the one rule
+/// ([`check_worker_name`]).
+pub(crate) fn parse_worker_name(text: &str) -> Result<String, String> {
+    check_worker_name(text)?;
+    Ok(text.to_owned())
 }
 
 /// Parses `10s`, `1m30s`, `500ms`, ….

@@ -8,8 +8,10 @@ mod common;
 mod dlq;
 mod input;
 mod load;
+mod logs;
 mod new;
 mod send;
+mod tail;
 mod up;
 
 use std::process::ExitCode;
@@ -45,6 +47,12 @@ enum Command {
     /// Scaffold a new worker in this checkout: its crate, message types and compose
     /// service.
     New(new::NewArgs),
+    /// Search the fleet's log files, merged in time order: by trace, correlation id,
+    /// worker, level, time; --follow keeps printing new lines.
+    Logs(logs::LogsArgs),
+    /// Watch what flows on the bus: print each message whose type matches a pattern as
+    /// it passes, without taking it from any worker.
+    Tail(tail::TailArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +76,8 @@ fn main() -> ExitCode {
             Command::Load(args) => load::run(&load_settings(&overrides)?, args).await,
             Command::Dlq(args) => dlq::run(&load_settings(&overrides)?, args).await,
             Command::New(args) => new::run(args),
+            Command::Logs(args) => logs::run(args).await,
+            Command::Tail(args) => tail::run(&load_settings(&overrides)?, args).await,
         }
     });
     match result {

@@ -1,6 +1,7 @@
 //! `warren publish` and `warren request`.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -75,7 +76,8 @@ pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<E
 }
 
 /// `warren request`: sends `--count` requests and prints each one's outcome envelope as
-/// one JSON line as it arrives.
+/// one JSON line as it arrives, with the request's trace id added as `trace_id` (what
+/// `warren logs --trace` takes; see [`with_trace_id`]).
 ///
 /// A lost connection is survived: the reply queue outlives it, requests whose confirm
 /// had not arrived are published again (with the same ids), and an outcome that
@@ -98,14 +100,19 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
     let exchange = exchange_for(&args.message_type);
     let timeout = SignedDuration::try_from(args.timeout).unwrap_or(SignedDuration::MAX);
 
-    let mut pending: HashSet<String> = HashSet::with_capacity(count as usize);
+    // Each request waiting for its outcome, with its trace id.
+    let mut pending: HashMap<String, Option<u128>> = HashMap::with_capacity(count as usize);
     let mut window = Vec::with_capacity(CONFIRM_WINDOW);
     for (sent, data) in (1..=count).zip(data.iter().cycle()) {
         let mut envelope = new_envelope(&args.message_type, &**data);
         envelope.attributes.replyto = Some(originator.reply_queue().to_owned());
         envelope.attributes.deadline = Timestamp::now().checked_add(timeout).ok();
         envelope.attributes.progress = args.progress;
-        pending.insert(envelope.attributes.id.clone());
+        let trace_id = envelope
+            .attributes
+            .trace_parent()
+            .map(|trace| trace.trace_id);
+        pending.insert(envelope.attributes.id.clone(), trace_id);
         window.push(envelope);
         if window.len() < CONFIRM_WINDOW && sent < count {
             continue;
@@ -151,31 +158,38 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
             if correlation_id.is_some_and(|id| answered.contains(id)) {
                 continue;
             }
+            let mut trace_id = outcome.salvaged.trace_parent().map(|trace| trace.trace_id);
             if let Some(id) = correlation_id
-                && pending.remove(id)
+                && let Some(sent) = pending.remove(id)
             {
                 answered.insert(id.to_owned());
+                trace_id = sent.or(trace_id);
             }
             summary.fault(UNREADABLE_OUTCOME);
-            print_line(&stdout, &fault.to_json_vec()?)?;
+            print_line(&stdout, &with_trace_id(&fault.to_json_vec()?, trace_id))?;
             continue;
         }
         let Ok(envelope) = &outcome.envelope else {
             continue;
         };
         let attributes = &envelope.attributes;
+        // The trace id of the request the outcome answers, as it was sent; an outcome
+        // carries the same one in its `traceparent`.
+        let own_trace_id = || attributes.trace_parent().map(|trace| trace.trace_id);
         if attributes.message_type == Progress::TYPE {
             // News before the outcome, printed when it belongs to a request waiting.
-            if pending.contains(attributes.correlation_id()) {
+            if let Some(sent) = pending.get(attributes.correlation_id()) {
                 summary.progress += 1;
-                print_line(&stdout, &outcome.body)?;
+                let trace_id = sent.or_else(own_trace_id);
+                print_line(&stdout, &with_trace_id(&outcome.body, trace_id))?;
             }
             continue;
         }
         // An outcome for a request already answered (a redelivery) is not printed again.
-        if !pending.remove(attributes.correlation_id()) {
+        let Some(sent) = pending.remove(attributes.correlation_id()) else {
             continue;
-        }
+        };
+        let trace_id = sent.or_else(own_trace_id);
         answered.insert(attributes.correlation_id().to_owned());
         if attributes.message_type == Fault::TYPE {
             let code = serde_json::from_str::<Fault>(envelope.data.get())
@@ -185,7 +199,7 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
         } else {
             summary.results += 1;
         }
-        print_line(&stdout, &outcome.body)?;
+        print_line(&stdout, &with_trace_id(&outcome.body, trace_id))?;
     }
     let timed_out = pending.len();
     if let Err(error) = originator.close().await {
@@ -240,6 +254,41 @@ impl Summary {
     }
 }
 
+/// `envelope` (a JSON object, as it arrived) with `"trace_id":"<32 hex>"` added as its
+/// last member, every other byte left as it was; unchanged without a trace id, or when
+/// it is not an object. Last, so that a reader that keeps the last of a name that comes
+/// twice (serde_json, jq) takes this one. Not a CloudEvents attribute: the name is the
+/// one log lines use, so it can be pasted into `warren logs --trace`.
+fn with_trace_id(envelope: &[u8], trace_id: Option<u128>) -> Cow<'_, [u8]> {
+    let Some(trace_id) = trace_id else {
+        return Cow::Borrowed(envelope);
+    };
+    let Some(first) = envelope.iter().position(|byte| !byte.is_ascii_whitespace()) else {
+        return Cow::Borrowed(envelope);
+    };
+    let Some(last) = envelope
+        .iter()
+        .rposition(|byte| !byte.is_ascii_whitespace())
+    else {
+        return Cow::Borrowed(envelope);
+    };
+    if envelope[first] != b'{' || envelope[last] != b'}' || first == last {
+        return Cow::Borrowed(envelope);
+    }
+    let empty = envelope[first + 1..last]
+        .iter()
+        .all(u8::is_ascii_whitespace);
+    let member = format!(
+        "{}\"trace_id\":\"{trace_id:032x}\"",
+        if empty { "" } else { "," }
+    );
+    let mut with = Vec::with_capacity(envelope.len() + member.len());
+    with.extend_from_slice(&envelope[..last]);
+    with.extend_from_slice(member.as_bytes());
+    with.extend_from_slice(&envelope[last..]);
+    Cow::Owned(with)
+}
+
 /// Writes `line` and a newline to stdout at once, so lines of outcomes never mix.
 fn print_line(stdout: &std::io::Stdout, line: &[u8]) -> std::io::Result<()> {
     let mut out = stdout.lock();
@@ -269,6 +318,37 @@ async fn publish_window(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_trace_id_is_added_as_the_last_member_and_nothing_else_changes() {
+        let trace_id = 0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c;
+        let envelope = br#"{"specversion":"1.0","id":"a","data":{"n":1.50}}"#;
+        let with = with_trace_id(envelope, Some(trace_id));
+        assert_eq!(
+            std::str::from_utf8(&with).expect("UTF-8"),
+            r#"{"specversion":"1.0","id":"a","data":{"n":1.50},"trace_id":"0af7651916cd43dd8448eb211c80319c"}"#
+        );
+        let value: serde_json::Value = serde_json::from_slice(&with).expect("still JSON");
+        assert_eq!(value["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+
+        let spaced = with_trace_id(b" { }\n", Some(1));
+        assert_eq!(
+            std::str::from_utf8(&spaced).expect("UTF-8"),
+            " { \"trace_id\":\"00000000000000000000000000000001\"}\n"
+        );
+        // A forged trace_id in the outcome is outweighed by ours, the last one.
+        let forged = with_trace_id(br#"{"trace_id":"forged"}"#, Some(2));
+        let value: serde_json::Value = serde_json::from_slice(&forged).expect("JSON");
+        assert_eq!(value["trace_id"], "00000000000000000000000000000002");
+
+        for unchanged in [&b"[1]"[..], b"", b"  ", b"{", b"\"{}\""] {
+            assert!(
+                matches!(with_trace_id(unchanged, Some(1)), Cow::Borrowed(_)),
+                "{unchanged:?}"
+            );
+        }
+        assert!(matches!(with_trace_id(envelope, None), Cow::Borrowed(_)));
+    }
 
     #[test]
     fn the_summary_counts_results_and_faults_by_code() {

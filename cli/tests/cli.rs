@@ -19,7 +19,9 @@ fn help_lists_every_command() {
     let output = warren(&["--help"]);
     assert_eq!(output.status.code(), Some(0));
     let help = String::from_utf8_lossy(&output.stdout);
-    for command in ["up", "publish", "request", "load", "dlq"] {
+    for command in [
+        "up", "publish", "request", "load", "dlq", "logs", "tail", "new",
+    ] {
         assert!(help.contains(command), "{command} missing from:\n{help}");
     }
 }

@@ -92,10 +92,29 @@ impl Attributes {
         dataschema: Option<&str>,
         source: &str,
     ) -> Attributes {
-        let traceparent = self
-            .trace_parent()
-            .map(|parent| parent.child())
-            .unwrap_or_else(TraceParent::new_root);
+        self.child_in_trace(self.hop_trace(), id, message_type, dataschema, source)
+    }
+
+    /// The trace context of the work this message starts: its trace with a new span id,
+    /// or a new trace when it carries none. A worker takes one per message it handles
+    /// and sends everything that work produces with it ([`Attributes::child_in_trace`]),
+    /// so the next hops' spans are children of this one.
+    pub fn hop_trace(&self) -> TraceParent {
+        self.trace_parent()
+            .map_or_else(TraceParent::new_root, |parent| parent.child())
+    }
+
+    /// Like [`Attributes::child_with_id`], sent from within `trace` (see
+    /// [`Attributes::hop_trace`]).
+    pub fn child_in_trace(
+        &self,
+        trace: TraceParent,
+        id: String,
+        message_type: &str,
+        dataschema: Option<&str>,
+        source: &str,
+    ) -> Attributes {
+        let traceparent = trace;
         Attributes {
             id,
             source: source.to_owned(),

@@ -30,6 +30,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Where workers keep their own stores.
     pub store: StoreSettings,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsSettings,
 }
 
 /// The broker connection.
@@ -150,6 +152,27 @@ pub struct LogSettings {
     pub filter: String,
     /// The output format.
     pub format: LogFormat,
+    /// The folder of the log files (`<dir>/<worker>.<date>.log`, JSON lines, rolled
+    /// daily); empty for no files.
+    pub dir: PathBuf,
+    /// How many daily files each worker keeps; older ones are deleted as it rolls.
+    pub keep_files: usize,
+}
+
+/// The Prometheus endpoint of a worker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// The address `/metrics` is served on (`127.0.0.1:9464`); empty for no endpoint,
+    /// and then nothing is counted.
+    pub listen: String,
+}
+
+impl MetricsSettings {
+    /// The address to serve on, if any (validated at load).
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
+    }
 }
 
 /// How log lines are written.
@@ -329,6 +352,15 @@ impl Settings {
             .is_err()
         {
             return invalid("log.filter", "is not a tracing filter such as \"info\"");
+        }
+        if self.log.keep_files == 0 {
+            return invalid("log.keep_files", "must be at least 1");
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.address().is_none() {
+            return invalid(
+                "metrics.listen",
+                "must be an address and port such as 127.0.0.1:9464, or empty for none",
+            );
         }
         Ok(())
     }

@@ -21,6 +21,7 @@ mod worker;
 pub mod config;
 pub mod delivery;
 pub mod headers;
+pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;

@@ -11,7 +11,7 @@ use lapin::message::Delivery;
 use lapin::types::FieldTable;
 use serde_json::value::RawValue;
 use tracing::Instrument;
-use warren_messages::{Attributes, Envelope, Fault, Payload, Progress, RequestFailed};
+use warren_messages::{Attributes, Envelope, Fault, Payload, Progress, RequestFailed, TraceParent};
 
 use crate::decision::{Action, Fact, Rejection, attempts_so_far, decide, panic_message};
 use crate::delivery::{ack_within, decode_delivery, salvage};
@@ -20,6 +20,7 @@ use crate::handler::{Handler, Incoming, Outputs, Route};
 use crate::headers::{
     DeadLetterFacts, X_DELIVERY_COUNT, dead_letter_properties, header_count, is_death_header,
 };
+use crate::metrics::{self, InFlight, Outcome};
 use crate::publisher::{Delivered, PendingConfirm, Publisher, properties_of, truncate};
 use crate::session::WorkerCore;
 use crate::topology::{
@@ -51,6 +52,10 @@ impl<H: Handler> Processor<'_, H> {
                 Err(error) => {
                     let attributes =
                         salvage(&delivery.data, &delivery.properties, &self.core.limits);
+                    let in_flight = InFlight::start(metrics::consumed_type(
+                        &self.core.manifest,
+                        &attributes.message_type,
+                    ));
                     tracing::warn!(
                         message_id = %attributes.id,
                         reason = error.reason_code(),
@@ -58,29 +63,61 @@ impl<H: Handler> Processor<'_, H> {
                         "bad input: dead-lettering"
                     );
                     let action = decide(Fact::BadInput(error), 1, &self.core.settings.retry);
-                    return self.carry_out(&delivery, &attributes, action, 1).await;
+                    let hop = attributes.hop_trace();
+                    let outcome = self
+                        .carry_out(&delivery, &attributes, hop, action, 1)
+                        .await?;
+                    in_flight.finish(outcome);
+                    return Ok(());
                 }
             };
         let attributes = &envelope.attributes;
+        let in_flight = InFlight::start(metrics::consumed_type(
+            &self.core.manifest,
+            &attributes.message_type,
+        ));
+        // This hop's span: everything the work sends goes out as its child.
+        let hop = attributes.hop_trace();
         let span = tracing::info_span!(
             "message",
             message_id = %attributes.id,
             correlation_id = %attributes.correlation_id(),
             message_type = %attributes.message_type,
             trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span_id = tracing::field::Empty,
         );
         // Formatted into the span only when it is recorded: no allocation otherwise.
-        if !span.is_disabled()
-            && let Some(trace) = attributes.trace_parent()
-        {
+        if !span.is_disabled() {
             span.record(
                 "trace_id",
-                tracing::field::display(format_args!("{:032x}", trace.trace_id)),
+                tracing::field::display(format_args!("{:032x}", hop.trace_id)),
             );
+            span.record(
+                "span_id",
+                tracing::field::display(format_args!("{:016x}", hop.span_id)),
+            );
+            if let Some(parent) = attributes.trace_parent() {
+                span.record(
+                    "parent_span_id",
+                    tracing::field::display(format_args!("{:016x}", parent.span_id)),
+                );
+            }
         }
-        self.process_envelope(&delivery, &envelope)
-            .instrument(span)
-            .await
+        let outcome = self
+            .process_envelope(&delivery, &envelope, hop)
+            .instrument(span.clone())
+            .await?;
+        span.in_scope(|| {
+            tracing::info!(
+                target: crate::telemetry::MESSAGE_TARGET,
+                outcome = outcome.label(),
+                duration_ms = in_flight.elapsed().as_secs_f64() * 1e3,
+                "handled"
+            );
+        });
+        in_flight.finish(outcome);
+        Ok(())
     }
 
     /// Finds what becomes of a decoded message (its deadline, its payload, the
@@ -89,7 +126,8 @@ impl<H: Handler> Processor<'_, H> {
         &self,
         delivery: &Delivery,
         envelope: &Envelope<&RawValue>,
-    ) -> Result<(), RuntimeError> {
+        hop: TraceParent,
+    ) -> Result<Outcome, RuntimeError> {
         let attributes = &envelope.attributes;
         let headers = delivery.properties.headers().as_ref();
         let delivery_count = header_count(headers, X_DELIVERY_COUNT).unwrap_or(0);
@@ -128,25 +166,31 @@ impl<H: Handler> Processor<'_, H> {
             }
         };
         let action = decide(fact, attempts, &self.core.settings.retry);
-        self.carry_out(delivery, attributes, action, attempts).await
+        self.carry_out(delivery, attributes, hop, action, attempts)
+            .await
     }
 
-    /// Does what was decided.
+    /// Does what was decided, within the hop's trace `hop`.
     async fn carry_out(
         &self,
         delivery: &Delivery,
         attributes: &Attributes,
+        hop: TraceParent,
         action: Action,
         attempts: u32,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Outcome, RuntimeError> {
         match action {
             Action::Publish(outputs) => {
-                self.publish_outputs(delivery, attributes, outputs, attempts)
+                self.publish_outputs(delivery, attributes, hop, outputs, attempts)
                     .await
             }
             Action::RetryLater { delay } => {
                 tracing::warn!(attempts, ?delay, "handler failed: retrying later");
-                self.retry_later(delivery, delay).await
+                let message_type =
+                    metrics::consumed_type(&self.core.manifest, &attributes.message_type);
+                self.retry_later(delivery, delay).await?;
+                ::metrics::counter!(metrics::RETRIED, "message_type" => message_type).increment(1);
+                Ok(Outcome::Retry)
             }
             Action::Reject(rejection) => {
                 if rejection.stage == "handle" {
@@ -157,7 +201,9 @@ impl<H: Handler> Processor<'_, H> {
                         "handler failed for good: dead-lettering"
                     );
                 }
-                self.reject(delivery, attributes, rejection, attempts).await
+                self.reject(delivery, attributes, hop, rejection, attempts)
+                    .await?;
+                Ok(Outcome::Error)
             }
         }
     }
@@ -171,9 +217,10 @@ impl<H: Handler> Processor<'_, H> {
         &self,
         delivery: &Delivery,
         attributes: &Attributes,
+        hop: TraceParent,
         outputs: Outputs,
         attempts: u32,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Outcome, RuntimeError> {
         let mut encoded = Vec::with_capacity(outputs.items.len());
         // Progress notes first: one channel keeps its publishes in order, so a note
         // reaches the originator before the outcome it comes with.
@@ -208,7 +255,8 @@ impl<H: Handler> Processor<'_, H> {
             } else {
                 &*output.data
             };
-            let mut child = attributes.child_with_id(
+            let mut child = attributes.child_in_trace(
+                hop,
                 output.id.clone(),
                 &output.message_type,
                 Some(&output.schema),
@@ -236,7 +284,7 @@ impl<H: Handler> Processor<'_, H> {
                     limit,
                 };
                 let action = decide(fact, attempts, &self.core.settings.retry);
-                return Box::pin(self.carry_out(delivery, attributes, action, attempts)).await;
+                return Box::pin(self.carry_out(delivery, attributes, hop, action, attempts)).await;
             }
             encoded.push((
                 output,
@@ -264,11 +312,17 @@ impl<H: Handler> Processor<'_, H> {
                     message_type: message_type.to_owned(),
                 };
                 let action = decide(fact, attempts, &self.core.settings.retry);
-                return Box::pin(self.carry_out(delivery, attributes, action, attempts)).await;
+                return Box::pin(self.carry_out(delivery, attributes, hop, action, attempts)).await;
             }
+            ::metrics::counter!(
+                metrics::PUBLISHED,
+                "message_type" => metrics::produced_type(&self.core.manifest, message_type)
+            )
+            .increment(1);
         }
         tracing::debug!(outputs = outputs.items.len(), "handled");
-        self.ack(delivery).await
+        self.ack(delivery).await?;
+        Ok(Outcome::Ok)
     }
 
     /// A progress output's data with the stage and the worker filled in (the worker's
@@ -287,9 +341,12 @@ impl<H: Handler> Processor<'_, H> {
         &self,
         delivery: &Delivery,
         attributes: &Attributes,
+        hop: TraceParent,
         rejection: Rejection,
         attempts: u32,
     ) -> Result<(), RuntimeError> {
+        let reason = rejection.reason.clone();
+        let code = truncate(&rejection.fault_code, MAX_CODE_TEXT).to_owned();
         let dead_letter = if rejection.dead_letter {
             Some(self.dead_letter(delivery, &rejection, attempts).await?)
         } else {
@@ -300,25 +357,30 @@ impl<H: Handler> Processor<'_, H> {
         let announced = if attributes.message_type == RequestFailed::TYPE {
             None
         } else {
-            Some(self.announce_failure(attributes, &rejection).await?)
+            Some(self.announce_failure(attributes, hop, &rejection).await?)
         };
         let fault = match self.reply_target(attributes) {
             Some(reply_to) => Some(
-                self.send_fault(attributes, reply_to, rejection, attempts)
+                self.send_fault(attributes, hop, reply_to, rejection, attempts)
                     .await?,
             ),
             None => None,
         };
         if let Some(confirm) = dead_letter {
             confirm.wait_routed().await?;
+            ::metrics::counter!(metrics::DEAD_LETTERED, "reason" => reason).increment(1);
         }
         // Neither is mandatory: nobody undoing anything for this kind of request, or an
         // originator that left, is no error.
         if let Some(confirm) = announced {
             confirm.wait().await?;
+            ::metrics::counter!(metrics::PUBLISHED, "message_type" => RequestFailed::TYPE)
+                .increment(1);
         }
         if let Some(confirm) = fault {
             confirm.wait().await?;
+            ::metrics::counter!(metrics::PUBLISHED, "message_type" => Fault::TYPE).increment(1);
+            ::metrics::counter!(metrics::FAULTS, "code" => code).increment(1);
         }
         self.ack(delivery).await
     }
@@ -385,6 +447,7 @@ impl<H: Handler> Processor<'_, H> {
     async fn announce_failure(
         &self,
         attributes: &Attributes,
+        hop: TraceParent,
         rejection: &Rejection,
     ) -> Result<PendingConfirm, RuntimeError> {
         let failed = RequestFailed {
@@ -393,7 +456,9 @@ impl<H: Handler> Processor<'_, H> {
             stage: rejection.stage.to_owned(),
             message: truncate(&rejection.error, MAX_ERROR_TEXT).to_owned(),
         };
-        let mut announcement = attributes.child_of_type(
+        let mut announcement = attributes.child_in_trace(
+            hop,
+            warren_messages::new_message_id(),
             RequestFailed::TYPE,
             Some(RequestFailed::SCHEMA),
             &self.core.source,
@@ -421,6 +486,7 @@ impl<H: Handler> Processor<'_, H> {
     async fn send_fault(
         &self,
         attributes: &Attributes,
+        hop: TraceParent,
         reply_to: &str,
         rejection: Rejection,
         attempts: u32,
@@ -435,7 +501,9 @@ impl<H: Handler> Processor<'_, H> {
             details: rejection.details,
         };
         let mut envelope = Envelope {
-            attributes: attributes.child_of_type(
+            attributes: attributes.child_in_trace(
+                hop,
+                warren_messages::new_message_id(),
                 Fault::TYPE,
                 Some(Fault::SCHEMA),
                 &self.core.source,
@@ -468,7 +536,9 @@ impl<H: Handler> Processor<'_, H> {
             false,
             self.core.settings.amqp.confirm_timeout(),
         )
-        .await
+        .await?;
+        ::metrics::counter!(metrics::ACKED).increment(1);
+        Ok(())
     }
 
     /// Where outcomes for this message go: its `replyto` when it names a reply queue.

@@ -52,6 +52,7 @@ pub async fn run_worker<H: Handler>(
         }
         let delay = delays.next().unwrap_or(Duration::from_secs(10));
         tracing::warn!(%error, ?delay, "session lost; reconnecting");
+        ::metrics::counter!(crate::metrics::RECONNECTS).increment(1);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = shutdown.cancelled() => return Ok(()),
@@ -111,7 +112,7 @@ where
             return ExitCode::from(2);
         }
     };
-    let _log_guard = crate::telemetry::init(&settings.log);
+    let _log_guard = crate::telemetry::init(&settings.log, manifest.name);
     // On the main thread, before the runtime's threads exist (see `follow_supervisor`).
     let supervisor = match crate::shutdown::follow_supervisor() {
         Ok(supervisor) => supervisor,
@@ -132,6 +133,9 @@ where
     };
     let result = runtime.block_on(async {
         let shutdown = crate::shutdown::on_signals_or_orphaned(supervisor);
+        if let Some(address) = settings.metrics.address() {
+            crate::metrics::serve(address, manifest.name).await;
+        }
         let handler = build_handler(&settings).map_err(|error| error.to_string())?;
         run_worker(handler, manifest, settings, shutdown)
             .await

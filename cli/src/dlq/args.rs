@@ -1,6 +1,6 @@
 //! The arguments of `warren dlq`.
 
-use warren_runtime::topology::check_worker_name;
+use crate::common::parse_worker_name;
 
 /// Arguments of `warren dlq`.
 #[derive(Debug, clap::Args)]
@@ -69,12 +69,6 @@ pub(super) struct PurgeArgs {
     /// Do not ask for confirmation.
     #[arg(long, short)]
     pub(super) yes: bool,
-}
-
-/// Checks a worker name by the one rule ([`check_worker_name`]).
-fn parse_worker_name(text: &str) -> Result<String, String> {
-    check_worker_name(text)?;
-    Ok(text.to_owned())
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use warren_runtime::topology::check_worker_name;
 
 /// Arguments of `warren new`.
 #[derive(Debug, clap::Args)]
@@ -24,18 +23,13 @@ enum New {
     /// A new worker: its crate, its message types and its compose service.
     Worker {
         /// The worker's name: a lowercase letter, then lowercase letters, digits and '-'.
-        #[arg(value_parser = parse_name)]
+        #[arg(value_parser = crate::common::parse_worker_name)]
         name: String,
         /// The checkout of warren to write into (default: the one around the current
         /// folder).
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
     },
-}
-
-fn parse_name(text: &str) -> Result<String, String> {
-    check_worker_name(text)?;
-    Ok(text.to_owned())
 }
 
 /// The files of a new worker, relative to the checkout, with their text.

@@ -45,6 +45,11 @@ pub struct UpArgs {
     /// default `.warren`): this one's workers are more instances beside that one's.
     #[arg(long)]
     pub add_instances: bool,
+
+    /// Run the workers without log files and metrics endpoints (stderr only), e.g. to
+    /// measure what they cost.
+    #[arg(long)]
+    pub no_observability: bool,
 }
 
 /// The workers chosen with `--only`, in the order given, without duplicates; each a

@@ -57,6 +57,16 @@ impl RunFolder {
         })
     }
 
+    /// The folder itself, absolute.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The folder as the user gave it (for messages).
+    pub fn given(&self) -> &Path {
+        &self.given
+    }
+
     /// The folder of the fleet's own broker node, absolute.
     pub fn broker_folder(&self) -> PathBuf {
         self.path.join("broker")

@@ -15,6 +15,7 @@ mod discovery;
 mod error;
 mod events;
 mod lock;
+mod observe;
 mod output;
 mod run;
 mod signals;

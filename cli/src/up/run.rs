@@ -15,6 +15,7 @@ use super::discovery::{
 };
 use super::events::human_duration;
 use super::lock::{Claim, RunFolder};
+use super::observe;
 use super::output::{OutputSinks, start_output_writers, write_line};
 use super::signals::StopSignals;
 use super::supervise::{FleetShutdown, SupervisionOptions, supervise_fleet};
@@ -42,12 +43,60 @@ pub async fn run(args: UpArgs, overrides: &Overrides) -> anyhow::Result<ExitCode
         // In the environment rather than as a flag: no password on a command line.
         environment.push((OsString::from("WARREN_AMQP_URL"), OsString::from(amqp_url)));
     }
-    let programs = worker_programs(workers, args.prefetch, &environment);
+    let mut programs = worker_programs(workers, args.prefetch, &environment);
 
     let run_folder = RunFolder::from_environment()?;
+    // A log folder of the user's own choosing stays theirs.
+    let log_folder = if args.no_observability {
+        observe::without_observability(&mut programs);
+        None
+    } else if settings.log.dir.as_os_str().is_empty() {
+        let folder = observe::log_folder(&run_folder);
+        observe::log_to(&mut programs, &folder);
+        Some(folder)
+    } else {
+        Some(settings.log.dir.clone())
+    };
+    let metrics_targets = if args.no_observability {
+        Vec::new()
+    } else {
+        observe::assign_metrics_ports(&mut programs)?
+    };
     let claim = run_folder.claim(args.add_instances)?;
     let mut stop_signals = StopSignals::listen()?;
     let (output, output_writers) = start_output_writers();
+    let targets_file = observe::targets_file(&run_folder, claim.is_sole());
+    match observe::write_targets(&targets_file, &metrics_targets) {
+        Ok(()) if log_folder.is_none() => {
+            say(&output, "no log files, no metrics endpoints".to_owned()).await;
+        }
+        Ok(()) => {
+            say(
+                &output,
+                format!(
+                    "logs in {}; metrics of {} worker(s) listed in {}",
+                    log_folder
+                        .as_deref()
+                        .map(|folder| observe::shown(&run_folder, folder))
+                        .unwrap_or_default()
+                        .display(),
+                    metrics_targets.len(),
+                    observe::shown(&run_folder, &targets_file).display()
+                ),
+            )
+            .await;
+        }
+        Err(error) => {
+            say(
+                &output,
+                format!(
+                    "cannot write {} ({error}): Prometheus will not find the workers",
+                    targets_file.display()
+                ),
+            )
+            .await;
+        }
+    }
     if let Claim::Beside { holder_pid } = &claim {
         let holder =
             holder_pid.map_or_else(|| "pid unknown".to_owned(), |pid| format!("pid {pid}"));
@@ -128,6 +177,13 @@ pub async fn run(args: UpArgs, overrides: &Overrides) -> anyhow::Result<ExitCode
         format!("did not stop cleanly: {}", unclean_workers.join(", "))
     };
     say(&output, summary).await;
+    if let Err(error) = observe::withdraw_targets(&targets_file) {
+        say(
+            &output,
+            format!("cannot empty {}: {error}", targets_file.display()),
+        )
+        .await;
+    }
     let broker_stopped = broker.stop(&output.stderr).await;
     // The writers end once the last sender is gone; wait so no line is lost.
     drop(output);

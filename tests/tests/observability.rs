@@ -1,0 +1,317 @@
+//! Observability end to end (docs/observability.md): one pipeline order is one trace
+//! across the four workers' log files, parented hop to hop, found again by `warren logs
+//! --trace`; each worker's `/metrics` counts what it did, with a real histogram; and no
+//! log line holds the broker password.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::time::Instant;
+use warren_e2e::vhost::rabbitmqctl;
+use warren_e2e::{StoreFolder, Vhost, WarrenProcess};
+
+const PLACE: &str = "dev.warren.orders.place.v1";
+
+/// The hops of one order, in the order the request passes them.
+const HOPS: [(&str, &str); 4] = [
+    ("orders", "dev.warren.orders.place.v1"),
+    ("inventory", "dev.warren.inventory.reserve.v1"),
+    ("payments", "dev.warren.payments.charge.v1"),
+    ("shipping", "dev.warren.shipping.book.v1"),
+];
+
+/// How long the log lines and counts of one order may take to appear.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A broker user of one test with a password no other text holds, deleted when dropped.
+struct BrokerUser {
+    name: String,
+    password: String,
+}
+
+impl BrokerUser {
+    async fn create(vhost: &Vhost) -> BrokerUser {
+        let name = format!("warren-test-{}", uuid::Uuid::new_v4().simple());
+        let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+        rabbitmqctl(&["add_user", &name, &password]).await;
+        let user = BrokerUser { name, password };
+        rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            vhost.name(),
+            &user.name,
+            ".*",
+            ".*",
+            ".*",
+        ])
+        .await;
+        user
+    }
+
+    /// `vhost`'s URL with this user's credentials.
+    fn url(&self, vhost: &Vhost) -> String {
+        let path = vhost
+            .amqp_url()
+            .rsplit_once('/')
+            .map_or("", |(_, path)| path);
+        format!(
+            "amqp://{}:{}@127.0.0.1:5672/{path}",
+            self.name, self.password
+        )
+    }
+}
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "delete_user", &self.name])
+            .output();
+    }
+}
+
+/// The address a worker said it serves metrics on.
+fn metrics_address(worker: &WarrenProcess) -> String {
+    let line = worker
+        .lines_with(&["serving metrics at /metrics"])
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("the worker did not say where its metrics are"));
+    line.split("address=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned()
+}
+
+/// `GET path` from `address`: the status line and the body.
+async fn http_get(address: &str, path: &str) -> (String, String) {
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .unwrap_or_else(|error| panic!("cannot connect to {address}: {error}"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .expect("the endpoint answers and closes")
+    .expect("response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not HTTP: {response:?}"));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, body.to_owned())
+}
+
+/// The value of the series `series` (name and labels exactly as rendered) in a
+/// Prometheus text exposition.
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Every JSON line of every log file in `folder`.
+fn log_lines(folder: &Path) -> Vec<(String, Value)> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(folder).expect("log folder").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            let parsed = serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("{name}: not a JSON line ({error}): {line}"));
+            lines.push((name.clone(), parsed));
+        }
+    }
+    lines
+}
+
+/// The `handled` line of each hop of the trace `trace_id`, once all four are written.
+async fn hop_lines(folder: &Path, trace_id: &str) -> Vec<Value> {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let lines = log_lines(folder);
+        let hops: Vec<Option<Value>> = HOPS
+            .iter()
+            .map(|(worker, message_type)| {
+                lines
+                    .iter()
+                    .map(|(_, line)| line)
+                    .find(|line| {
+                        line["trace_id"] == trace_id
+                            && line["worker"] == *worker
+                            && line["message_type"] == *message_type
+                            && line["message"] == "handled"
+                    })
+                    .cloned()
+            })
+            .collect();
+        if hops.iter().all(Option::is_some) {
+            return hops.into_iter().flatten().collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every hop logged trace {trace_id}: {hops:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_order_is_one_trace_in_the_logs_and_counted_in_the_metrics() {
+    let vhost = Vhost::create().await;
+    let user = BrokerUser::create(&vhost).await;
+    let url = user.url(&vhost);
+    let store = StoreFolder::new();
+    let logs = StoreFolder::new();
+    let mut workers = Vec::new();
+    for (name, _) in HOPS {
+        let worker = vhost
+            .worker(&format!("warren-{name}"))
+            .env("WARREN_AMQP_URL", url.as_str())
+            .env("WARREN_LOG__DIR", logs.path())
+            .env("WARREN_METRICS__LISTEN", "127.0.0.1:0")
+            .store(&store)
+            .start()
+            .await;
+        workers.push((name, worker));
+    }
+
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/examples/dev.warren.orders.place.v1/ok-one-apple.json"
+    );
+    let output = vhost
+        .warren_with_env(
+            &["request", PLACE, &format!("@{example}")],
+            &[("WARREN_AMQP_URL", url.as_str())],
+        )
+        .await;
+    assert!(output.status.success(), "{}", output.stderr);
+    let outcome: Value = serde_json::from_str(output.stdout.trim()).expect("one JSON outcome");
+    assert_eq!(outcome["type"], "dev.warren.orders.completed.v1");
+    let traceparent = outcome["traceparent"].as_str().expect("a traceparent");
+    let trace_id = traceparent.split('-').nth(1).expect("a trace id");
+
+    // Each hop's line is the child of the one before: the trace is parented hop to hop.
+    let hops = hop_lines(logs.path(), trace_id).await;
+    for pair in hops.windows(2) {
+        assert_eq!(
+            pair[1]["parent_span_id"], pair[0]["span_id"],
+            "{} is not the child of {}",
+            pair[1]["worker"], pair[0]["worker"]
+        );
+    }
+    for hop in &hops {
+        for field in ["message_id", "correlation_id", "span_id", "timestamp"] {
+            assert!(hop[field].is_string(), "{field} missing: {hop}");
+        }
+        assert_eq!(hop["correlation_id"], hops[0]["message_id"]);
+        assert_eq!(hop["outcome"], "ok");
+    }
+
+    // `warren logs --trace` finds the same lines, merged in time order.
+    let found = vhost
+        .warren(&[
+            "logs",
+            "--dir",
+            &logs.path().to_string_lossy(),
+            "--trace",
+            trace_id,
+            "--json",
+        ])
+        .await;
+    assert!(found.status.success(), "{}", found.stderr);
+    let found: Vec<Value> = found
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let times: Vec<&str> = found
+        .iter()
+        .map(|line| line["timestamp"].as_str().expect("timestamp"))
+        .collect();
+    assert!(times.is_sorted(), "not in time order: {times:?}");
+    for (worker, message_type) in HOPS {
+        assert!(
+            found
+                .iter()
+                .any(|line| line["worker"] == worker && line["message_type"] == message_type),
+            "warren logs --trace left out {worker}: {found:?}"
+        );
+    }
+    assert!(found.iter().all(|line| line["trace_id"] == trace_id));
+
+    // Each worker counted the one message of its hop, and the histogram has buckets.
+    for (name, worker) in &workers {
+        let message_type = HOPS
+            .iter()
+            .find(|(hop, _)| hop == name)
+            .map(|(_, message_type)| *message_type)
+            .expect("a hop");
+        let address = metrics_address(worker);
+        let labels = format!("worker=\"{name}\",message_type=\"{message_type}\"");
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        let exposition = loop {
+            let (status, body) = http_get(&address, "/metrics").await;
+            assert_eq!(status, "HTTP/1.1 200 OK");
+            let counted = sample(
+                &body,
+                &format!("messaging_process_duration_seconds_count{{{labels},outcome=\"ok\"}}"),
+            );
+            if counted == Some(1.0) {
+                break body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not count its message: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(
+            sample(
+                &exposition,
+                &format!("warren_messages_consumed_total{{{labels}}}")
+            ),
+            Some(1.0),
+            "{exposition}"
+        );
+        let buckets = exposition
+            .lines()
+            .filter(|line| {
+                line.starts_with("messaging_process_duration_seconds_bucket{")
+                    && line.contains(&labels)
+            })
+            .count();
+        assert_eq!(buckets, 15, "14 bounds and +Inf: {exposition}");
+        assert_eq!(
+            sample(
+                &exposition,
+                &format!(
+                    "messaging_process_duration_seconds_bucket{{{labels},outcome=\"ok\",le=\"+Inf\"}}"
+                )
+            ),
+            Some(1.0)
+        );
+        let (status, _) = http_get(&address, "/elsewhere").await;
+        assert_eq!(status, "HTTP/1.1 404 Not Found");
+    }
+
+    // The password is in every worker's URL, and in no log line.
+    let every_line = log_lines(logs.path());
+    assert!(!every_line.is_empty());
+    for (file, line) in &every_line {
+        assert!(
+            !line.to_string().contains(&user.password),
+            "{file} holds the password: {line}"
+        );
+    }
+    for (_, worker) in &workers {
+        assert!(!worker.stderr().contains(&user.password));
+    }
+}
