@@ -22,6 +22,7 @@ pub mod config;
 pub mod delivery;
 pub mod headers;
 pub mod metrics;
+pub mod otel;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;

@@ -21,6 +21,7 @@ use crate::headers::{
     DeadLetterFacts, X_DELIVERY_COUNT, dead_letter_properties, header_count, is_death_header,
 };
 use crate::metrics::{self, InFlight, Outcome};
+use crate::otel;
 use crate::publisher::{Delivered, PendingConfirm, Publisher, properties_of, truncate};
 use crate::session::WorkerCore;
 use crate::topology::{
@@ -72,12 +73,11 @@ impl<H: Handler> Processor<'_, H> {
                 }
             };
         let attributes = &envelope.attributes;
-        let in_flight = InFlight::start(metrics::consumed_type(
-            &self.core.manifest,
-            &attributes.message_type,
-        ));
+        let message_type = metrics::consumed_type(&self.core.manifest, &attributes.message_type);
+        let in_flight = InFlight::start(message_type);
         // This hop's span: everything the work sends goes out as its child.
-        let hop = attributes.hop_trace();
+        let (hop, hop_span) =
+            otel::start_hop(attributes, &delivery, self.core.manifest.name, message_type);
         let span = tracing::info_span!(
             "message",
             message_id = %attributes.id,
@@ -117,6 +117,9 @@ impl<H: Handler> Processor<'_, H> {
             );
         });
         in_flight.finish(outcome);
+        if let Some(hop_span) = hop_span {
+            hop_span.end(outcome);
+        }
         Ok(())
     }
 

@@ -113,6 +113,8 @@ where
         }
     };
     let _log_guard = crate::telemetry::init(&settings.log, manifest.name);
+    // Before the async runtime: the span exporter's HTTP client is a blocking one.
+    let _trace_guard = crate::otel::init(&binary);
     // On the main thread, before the runtime's threads exist (see `follow_supervisor`).
     let supervisor = match crate::shutdown::follow_supervisor() {
         Ok(supervisor) => supervisor,

@@ -1,11 +1,16 @@
 //! Observability end to end (docs/observability.md): one pipeline order is one trace
 //! across the four workers' log files, parented hop to hop, found again by `warren logs
-//! --trace`; each worker's `/metrics` counts what it did, with a real histogram; and no
-//! log line holds the broker password.
+//! --trace`, and one trace of four spans at an OTLP/HTTP collector; each worker's
+//! `/metrics` counts what it did, with a real histogram; no log line holds the broker
+//! password; a collector that never answers slows no worker.
 
 use std::path::Path;
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message as _;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
@@ -314,4 +319,220 @@ async fn one_order_is_one_trace_in_the_logs_and_counted_in_the_metrics() {
     for (_, worker) in &workers {
         assert!(!worker.stderr().contains(&user.password));
     }
+}
+
+/// The spans an OTLP/HTTP collector of the test's own received, each with the
+/// `service.name` of the process that sent it.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Span)>>>;
+
+/// Starts a collector on a free port: it answers every `POST /v1/traces` with 200 and
+/// keeps the spans. Returns its base URL and what it received.
+async fn start_collector() -> (String, Received) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let address = listener.local_addr().expect("an address");
+    let received = Received::default();
+    let keep = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve_exports(stream, keep.clone()));
+        }
+    });
+    (format!("http://{address}"), received)
+}
+
+/// Reads requests from one connection (kept alive) until it closes.
+async fn serve_exports(mut stream: tokio::net::TcpStream, received: Received) {
+    let mut buffer = Vec::new();
+    let mut chunk = [0_u8; 8192];
+    loop {
+        let head_end = loop {
+            if let Some(at) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
+                break at + 4;
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0);
+        while buffer.len() < head_end + length {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+            }
+        }
+        let body: Vec<u8> = buffer.drain(..head_end + length).skip(head_end).collect();
+        assert!(head.starts_with("post /v1/traces "), "{head}");
+        assert!(
+            head.contains("content-type: application/x-protobuf"),
+            "{head}"
+        );
+        let request = ExportTraceServiceRequest::decode(body.as_slice()).expect("OTLP protobuf");
+        for resource_spans in request.resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|resource| &resource.attributes)
+                .find(|attribute| attribute.key == "service.name")
+                .and_then(|attribute| attribute.value.as_ref()?.value.as_ref())
+                .map(|value| match value {
+                    AnyValue::StringValue(name) => name.clone(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            let mut received = received.lock().expect("lock");
+            for scope in resource_spans.scope_spans {
+                received.extend(scope.spans.into_iter().map(|span| (service.clone(), span)));
+            }
+        }
+        let answer =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+        if stream.write_all(answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A string attribute of `span`.
+fn span_attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|attribute| attribute.key == key)
+        .and_then(
+            |attribute| match attribute.value.as_ref()?.value.as_ref()? {
+                AnyValue::StringValue(text) => Some(text.clone()),
+                AnyValue::IntValue(number) => Some(number.to_string()),
+                _ => None,
+            },
+        )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// With an OTLP/HTTP collector at `OTEL_EXPORTER_OTLP_ENDPOINT`, one order is one
+/// trace: a span from each of the four workers (their binary names as service names),
+/// each the child of the one before, the first the child of the request's.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_order_is_one_exported_trace_with_a_span_per_hop() {
+    let (endpoint, received) = start_collector().await;
+    let vhost = Vhost::create().await;
+    let store = StoreFolder::new();
+    let mut workers = Vec::new();
+    for (name, _) in HOPS {
+        let worker = vhost
+            .worker(&format!("warren-{name}"))
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .store(&store)
+            .start()
+            .await;
+        workers.push(worker);
+    }
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/examples/dev.warren.orders.place.v1/ok-one-apple.json"
+    );
+    let output = vhost
+        .warren(&["request", PLACE, &format!("@{example}")])
+        .await;
+    assert!(output.status.success(), "{}", output.stderr);
+    let outcome: Value = serde_json::from_str(output.stdout.trim()).expect("one JSON outcome");
+    let trace_id = outcome["trace_id"].as_str().expect("a trace id").to_owned();
+
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    let hops: Vec<Span> = loop {
+        let spans = received.lock().expect("lock").clone();
+        let found: Vec<Option<Span>> = HOPS
+            .iter()
+            .map(|(worker, message_type)| {
+                spans
+                    .iter()
+                    .find(|(service, span)| {
+                        *service == format!("warren-{worker}")
+                            && hex(&span.trace_id) == trace_id
+                            && span.name == format!("process {message_type}")
+                    })
+                    .map(|(_, span)| span.clone())
+            })
+            .collect();
+        if found.iter().all(Option::is_some) {
+            break found.into_iter().flatten().collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every hop exported a span of trace {trace_id}: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for pair in hops.windows(2) {
+        assert_eq!(
+            hex(&pair[1].parent_span_id),
+            hex(&pair[0].span_id),
+            "{} is not the child of {}",
+            pair[1].name,
+            pair[0].name
+        );
+    }
+    let first = &hops[0];
+    assert_eq!(first.kind, 5, "consumer");
+    assert_eq!(
+        span_attribute(first, "messaging.system").as_deref(),
+        Some("rabbitmq")
+    );
+    assert_eq!(
+        span_attribute(first, "messaging.destination.name").as_deref(),
+        Some("warren.commands")
+    );
+    assert_eq!(
+        span_attribute(first, "messaging.message.conversation_id"),
+        outcome["correlationid"].as_str().map(str::to_owned)
+    );
+    assert_eq!(
+        span_attribute(first, "warren.outcome").as_deref(),
+        Some("ok")
+    );
+    assert_eq!(
+        first.parent_span_id.len(),
+        8,
+        "the request's span is its parent"
+    );
+}
+
+/// A collector that accepts connections and never answers holds no worker up.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unanswering_collector_slows_no_worker() {
+    // Bound, never accepted: every export waits for its timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let endpoint = format!("http://{}", silent.local_addr().expect("an address"));
+    let vhost = Vhost::create().await;
+    let _echo = vhost
+        .worker("warren-echo")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "10")
+        .env("OTEL_BSP_MAX_QUEUE_SIZE", "16")
+        .start()
+        .await;
+    let output = vhost
+        .warren(&[
+            "request",
+            "dev.warren.echo.v1",
+            r#"{"n":1}"#,
+            "--count",
+            "200",
+            "--timeout",
+            "20s",
+        ])
+        .await;
+    assert!(output.status.success(), "{}", output.stderr);
+    assert_eq!(output.stdout.lines().count(), 200);
+    drop(silent);
 }
