@@ -536,3 +536,90 @@ async fn an_unanswering_collector_slows_no_worker() {
     assert_eq!(output.stdout.lines().count(), 200);
     drop(silent);
 }
+
+/// `/metrics` counts exactly what was sent: results, a fault, a dead letter.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_counters_match_what_was_sent() {
+    let vhost = Vhost::create().await;
+    let echo = vhost
+        .worker("warren-echo")
+        .env("WARREN_METRICS__LISTEN", "127.0.0.1:0")
+        .start()
+        .await;
+    let sent = vhost
+        .warren(&[
+            "request",
+            "dev.warren.echo.v1",
+            r#"{"n":1}"#,
+            "--count",
+            "25",
+        ])
+        .await;
+    assert!(sent.status.success(), "{}", sent.stderr);
+    let refused = vhost
+        .warren(&["request", "dev.warren.echo.v1", "[1]"])
+        .await;
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "a fault: {}",
+        refused.stdout
+    );
+
+    let address = metrics_address(&echo);
+    let echo_type = "worker=\"echo\",message_type=\"dev.warren.echo.v1\"";
+    let expected = [
+        (format!("warren_messages_consumed_total{{{echo_type}}}"), 26.0),
+        ("warren_messages_acked_total{worker=\"echo\"}".to_owned(), 26.0),
+        (
+            format!("messaging_process_duration_seconds_count{{{echo_type},outcome=\"ok\"}}"),
+            25.0,
+        ),
+        (
+            format!("messaging_process_duration_seconds_count{{{echo_type},outcome=\"error\"}}"),
+            1.0,
+        ),
+        (
+            "warren_messages_published_total{worker=\"echo\",message_type=\"dev.warren.echo.replied.v1\"}"
+                .to_owned(),
+            25.0,
+        ),
+        (
+            "warren_messages_published_total{worker=\"echo\",message_type=\"dev.warren.fault.v1\"}"
+                .to_owned(),
+            1.0,
+        ),
+        (
+            "warren_faults_total{worker=\"echo\",code=\"invalid_payload\"}".to_owned(),
+            1.0,
+        ),
+        ("warren_messages_in_flight{worker=\"echo\"}".to_owned(), 0.0),
+    ];
+    // The last ack is counted just after the outcome it follows is sent.
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let (_, body) = http_get(&address, "/metrics").await;
+        let read: Vec<Option<f64>> = expected
+            .iter()
+            .map(|(series, _)| sample(&body, series))
+            .collect();
+        if expected
+            .iter()
+            .zip(&read)
+            .all(|((_, want), got)| *got == Some(*want))
+        {
+            let dead_letters: f64 = body
+                .lines()
+                .filter(|line| line.starts_with("warren_messages_dead_lettered_total{"))
+                .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum();
+            assert_eq!(dead_letters, 1.0, "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {expected:?}, read {read:?} in {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
