@@ -227,6 +227,29 @@ fn request_line(head: &[u8]) -> Option<(&str, &str)> {
     Some((method, path))
 }
 
+/// Creates the series a worker always has, at zero, before its first message: so a
+/// scrape finds the histogram of each type it consumes, and a rate or an increase sees
+/// the first message too. Does nothing without an endpoint.
+pub(crate) fn register(manifest: &Manifest) {
+    for &message_type in manifest.commands.iter().chain(manifest.events) {
+        for outcome in [Outcome::Ok, Outcome::Retry, Outcome::Error] {
+            let _ = metrics::histogram!(
+                PROCESS_DURATION,
+                "message_type" => message_type,
+                "outcome" => outcome.label()
+            );
+        }
+        metrics::counter!(CONSUMED, "message_type" => message_type).absolute(0);
+        metrics::counter!(RETRIED, "message_type" => message_type).absolute(0);
+    }
+    for &message_type in manifest.produces {
+        metrics::counter!(PUBLISHED, "message_type" => message_type).absolute(0);
+    }
+    metrics::counter!(ACKED).absolute(0);
+    metrics::counter!(RECONNECTS).absolute(0);
+    metrics::gauge!(IN_FLIGHT).set(0.0);
+}
+
 /// The manifest's own name for `message_type`, or `unknown`: a label value a sender
 /// cannot choose.
 pub(crate) fn consumed_type(manifest: &Manifest, message_type: &str) -> &'static str {

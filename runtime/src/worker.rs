@@ -28,6 +28,7 @@ pub async fn run_worker<H: Handler>(
     manifest
         .check_against::<H::Input>()
         .map_err(RuntimeError::Manifest)?;
+    crate::metrics::register(&manifest);
     let core = WorkerCore {
         handler,
         manifest,

@@ -19,6 +19,7 @@
 //! - [`scenario`]: fixtures for the fault tests' preludes ([`scenario::TallyScenario`]).
 //! - [`broker_node`]: private RabbitMQ nodes (start, stop, restart, alarms), for the tests
 //!   that must break a broker: the shared one on 5672 is never touched.
+//! - [`metrics`]: a worker's Prometheus endpoint (where, one scrape, one series).
 //! - [`proxy`], [`checker`], [`raw_amqp`]: a TCP proxy that cuts or blackholes, the fault
 //!   tests' reliability count, and a bare AMQP publisher for what lapin refuses to send.
 //!
@@ -36,6 +37,7 @@ pub mod broker_node;
 pub mod checker;
 pub mod client;
 pub mod messages;
+pub mod metrics;
 pub mod process;
 pub mod proxy;
 pub mod raw_amqp;
@@ -63,7 +65,7 @@ pub const BROKER_BASE_URL: &str = "amqp://guest:guest@127.0.0.1:5672";
 /// The AMQP `content_type` of a structured-mode CloudEvent.
 pub const CLOUDEVENTS_CONTENT_TYPE: &str = "application/cloudevents+json";
 
-/// The topic exchange commands are published to, routed by message type.
+/// The direct exchange commands are published to, routed by message type.
 pub const COMMANDS_EXCHANGE: &str = "warren.commands";
 
 /// The direct exchange workers publish outcomes to, routed by reply queue name.

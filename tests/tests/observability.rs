@@ -14,8 +14,9 @@ use prost::Message as _;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
+use warren_e2e::metrics::{http_get, metrics_address, sample};
 use warren_e2e::vhost::rabbitmqctl;
-use warren_e2e::{StoreFolder, Vhost, WarrenProcess};
+use warren_e2e::{StoreFolder, Vhost};
 
 const PLACE: &str = "dev.warren.orders.place.v1";
 
@@ -74,51 +75,6 @@ impl Drop for BrokerUser {
             .args(["-q", "delete_user", &self.name])
             .output();
     }
-}
-
-/// The address a worker said it serves metrics on.
-fn metrics_address(worker: &WarrenProcess) -> String {
-    let line = worker
-        .lines_with(&["serving metrics at /metrics"])
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| panic!("the worker did not say where its metrics are"));
-    line.split("address=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned()
-}
-
-/// `GET path` from `address`: the status line and the body.
-async fn http_get(address: &str, path: &str) -> (String, String) {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .unwrap_or_else(|error| panic!("cannot connect to {address}: {error}"));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("request");
-    let mut response = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        stream.read_to_string(&mut response),
-    )
-    .await
-    .expect("the endpoint answers and closes")
-    .expect("response");
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("not HTTP: {response:?}"));
-    let status = head.lines().next().unwrap_or_default().to_owned();
-    (status, body.to_owned())
-}
-
-/// The value of the series `series` (name and labels exactly as rendered) in a
-/// Prometheus text exposition.
-fn sample(exposition: &str, series: &str) -> Option<f64> {
-    exposition.lines().find_map(|line| {
-        let (name, value) = line.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().ok()).flatten()
-    })
 }
 
 /// Every JSON line of every log file in `folder`.
@@ -289,8 +245,9 @@ async fn one_order_is_one_trace_in_the_logs_and_counted_in_the_metrics() {
         let buckets = exposition
             .lines()
             .filter(|line| {
-                line.starts_with("messaging_process_duration_seconds_bucket{")
-                    && line.contains(&labels)
+                line.starts_with(&format!(
+                    "messaging_process_duration_seconds_bucket{{{labels},outcome=\"ok\","
+                ))
             })
             .count();
         assert_eq!(buckets, 15, "14 bounds and +Inf: {exposition}");

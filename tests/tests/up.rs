@@ -7,6 +7,8 @@
 //! - No orphans: a SIGKILLed `warren up` takes its workers with it; SIGHUP drains like
 //!   SIGTERM; a second `warren up` on the same run folder refuses while the first runs
 //!   (and `--add-instances` runs beside it). These use a vhost of the shared broker.
+//! - Observability: every worker it runs is listed in `prometheus/targets.json` and
+//!   serves its histogram there, and logs to the run folder's `logs/`.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -17,6 +19,7 @@ use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+use warren_e2e::metrics::http_get;
 use warren_e2e::{CLI_TIMEOUT, EXIT_TIMEOUT, READY_TIMEOUT, Vhost, bin_path};
 
 /// How long `warren up` may take to start a broker node of its own: a boot takes about
@@ -436,4 +439,53 @@ async fn one_warren_up_per_run_folder_and_sighup_drains_it() {
     assert_eq!(first.count(&[&stopping]), 1, "{:?}", first.lines());
     assert_eq!(first.count(&["every worker stopped cleanly"]), 1);
     wait_until_gone(&workers, EXIT_TIMEOUT, "the drained workers").await;
+}
+
+/// Every worker `warren up` runs serves its metrics, histogram included, at the address
+/// `targets.json` lists for it, and writes its log file in the run folder's `logs/`;
+/// when the fleet stops, the targets are withdrawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warren_up_lists_every_worker_for_prometheus_and_logs_to_the_run_folder() {
+    let vhost = Vhost::create().await;
+    let folder = ScratchFolder::new();
+    let mut up = up_in_vhost(&vhost, folder.path(), &["--only", "echo,tally"]);
+    up.wait_for_workers(READY_TIMEOUT).await;
+    let run = folder.path().join("run");
+    let targets_file = run.join("prometheus").join("targets.json");
+    let targets: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&targets_file).expect("targets.json"))
+            .expect("JSON");
+    let mut workers = Vec::new();
+    for group in targets.as_array().expect("a list of target groups") {
+        let worker = group["labels"]["worker"].as_str().expect("a worker label");
+        let address = group["targets"][0].as_str().expect("an address");
+        let (status, body) = http_get(address, "/metrics").await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "{worker} at {address}");
+        let bucket = format!("messaging_process_duration_seconds_bucket{{worker=\"{worker}\"");
+        assert!(
+            body.contains(&bucket),
+            "{worker} serves no histogram: {body}"
+        );
+        workers.push(worker.to_owned());
+    }
+    workers.sort();
+    assert_eq!(workers, ["echo", "tally"]);
+
+    let logs: Vec<String> = std::fs::read_dir(run.join("logs"))
+        .expect("the run folder's logs")
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    for worker in &workers {
+        assert!(
+            logs.iter()
+                .any(|name| name.starts_with(&format!("{worker}.")) && name.ends_with(".log")),
+            "no log file of {worker}: {logs:?}"
+        );
+    }
+
+    up.signal(Signal::SIGTERM);
+    assert_eq!(up.wait_exit(EXIT_TIMEOUT).await.code(), Some(0));
+    let withdrawn = std::fs::read_to_string(&targets_file).expect("targets.json");
+    assert_eq!(withdrawn.trim(), "[]");
 }
