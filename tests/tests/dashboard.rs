@@ -834,7 +834,7 @@ fn every_dashboard_is_json_with_panels_and_a_uid_of_its_own() {
         .filter_map(|path| path.file_name())
         .map(|name| name.to_string_lossy().into_owned())
         .collect();
-    for expected in ["RabbitMQ-Overview.json", "warren.json"] {
+    for expected in ["warren.json"] {
         assert!(
             file_names.iter().any(|name| name == expected),
             "{DASHBOARDS} has no {expected}: {file_names:?}"

@@ -41,6 +41,8 @@ struct Scaffold {
     types_module: String,
     /// `compose.yaml` with the new service.
     compose: String,
+    /// compose's Prometheus configuration with the new worker's target.
+    compose_prometheus: String,
 }
 
 /// Runs `warren new …`.
@@ -63,6 +65,7 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
     for (path, text) in [
         (TYPES_MODULE, &scaffold.types_module),
         (COMPOSE, &scaffold.compose),
+        (COMPOSE_PROMETHEUS, &scaffold.compose_prometheus),
     ] {
         let path = root.join(path);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -93,6 +96,7 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
 
 const TYPES_MODULE: &str = "messages/src/types/mod.rs";
 const COMPOSE: &str = "compose.yaml";
+const COMPOSE_PROMETHEUS: &str = "config/prometheus/compose.yml";
 
 /// The checkout of warren that holds `folder`: the nearest folder up from it with the
 /// files a scaffold writes into.
@@ -171,6 +175,8 @@ fn scaffold(root: &Path, name: &str) -> anyhow::Result<Scaffold> {
         .with_context(|| format!("cannot read {TYPES_MODULE}"))?;
     let compose = std::fs::read_to_string(root.join(COMPOSE))
         .with_context(|| format!("cannot read {COMPOSE}"))?;
+    let compose_prometheus = std::fs::read_to_string(root.join(COMPOSE_PROMETHEUS))
+        .with_context(|| format!("cannot read {COMPOSE_PROMETHEUS}"))?;
     Ok(Scaffold {
         files,
         types_module: name_module(&types_module, &module)?,
@@ -178,6 +184,7 @@ fn scaffold(root: &Path, name: &str) -> anyhow::Result<Scaffold> {
             &compose,
             &fill(include_str!("templates/compose.yaml.txt"), name),
         )?,
+        compose_prometheus: add_scrape_target(&compose_prometheus, name)?,
     })
 }
 
@@ -227,9 +234,45 @@ fn add_service(compose: &str, service: &str) -> anyhow::Result<String> {
     })
 }
 
+/// `prometheus` (compose's Prometheus configuration) with `name`'s metrics port added
+/// to job `warren`, after its last target.
+fn add_scrape_target(prometheus: &str, name: &str) -> anyhow::Result<String> {
+    let job = prometheus
+        .find("- job_name: warren\n")
+        .with_context(|| format!("{COMPOSE_PROMETHEUS} has no job `warren`"))?;
+    let job_end = prometheus[job + 1..]
+        .find("- job_name:")
+        .map_or(prometheus.len(), |offset| job + 1 + offset);
+    let last_label = prometheus[job..job_end]
+        .rfind("worker: ")
+        .map(|offset| job + offset)
+        .with_context(|| format!("job `warren` of {COMPOSE_PROMETHEUS} has no target"))?;
+    let line_end = prometheus[last_label..]
+        .find('\n')
+        .map_or(prometheus.len(), |offset| last_label + offset + 1);
+    let target =
+        format!("      - targets: [\"{name}:9464\"]\n        labels:\n          worker: {name}\n");
+    Ok(format!(
+        "{}{target}{}",
+        &prometheus[..line_end],
+        &prometheus[line_end..]
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_worker_is_scraped_after_the_last_one() {
+        let prometheus = "scrape_configs:\n  - job_name: warren\n    static_configs:\n      - targets: [\"echo:9464\"]\n        labels:\n          worker: echo\n\n  - job_name: rabbitmq\n    static_configs:\n      - targets: [\"rabbitmq:15692\"]\n";
+        let added = add_scrape_target(prometheus, "order-book").expect("added");
+        assert_eq!(
+            added,
+            "scrape_configs:\n  - job_name: warren\n    static_configs:\n      - targets: [\"echo:9464\"]\n        labels:\n          worker: echo\n      - targets: [\"order-book:9464\"]\n        labels:\n          worker: order-book\n\n  - job_name: rabbitmq\n    static_configs:\n      - targets: [\"rabbitmq:15692\"]\n"
+        );
+        assert!(add_scrape_target("scrape_configs: []\n", "x").is_err());
+    }
 
     const TYPES: &str = "//! doc\n\nmod echo;\nmod tally;\n\npub use echo::*;\npub use tally::*;\n\nuse crate::catalogue::Entry;\n\n/// Every worker's part.\npub(crate) const CATALOGUES: &[&[Entry]] = &[echo::CATALOGUE, tally::CATALOGUE];\n";
 
@@ -280,7 +323,19 @@ mod tests {
         std::fs::create_dir_all(root.join("workers/echo")).expect("folders");
         std::fs::write(root.join(TYPES_MODULE), TYPES).expect("types");
         std::fs::write(root.join(COMPOSE), "services:\n  echo: {}\n").expect("compose");
+        std::fs::create_dir_all(root.join("config/prometheus")).expect("folders");
+        std::fs::write(
+            root.join(COMPOSE_PROMETHEUS),
+            "scrape_configs:\n  - job_name: warren\n    static_configs:\n      - targets: [\"echo:9464\"]\n        labels:\n          worker: echo\n",
+        )
+        .expect("compose's Prometheus");
         let made = scaffold(&root, "order-book").expect("scaffold");
+        assert!(
+            made.compose_prometheus
+                .contains("targets: [\"order-book:9464\"]"),
+            "{}",
+            made.compose_prometheus
+        );
         let lib = &made
             .files
             .iter()
