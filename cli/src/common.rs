@@ -46,6 +46,21 @@ fn no_worker_consumes(message_type: &str) -> String {
     )
 }
 
+/// The variable naming the run folder (`warren up`'s lock, broker, logs and metrics
+/// targets).
+pub(crate) const RUN_DIR_VARIABLE: &str = "WARREN_RUN_DIR";
+
+/// The run folder when [`RUN_DIR_VARIABLE`] is not set, relative to the working folder.
+const DEFAULT_RUN_DIR: &str = ".warren";
+
+/// The run folder as given: `$WARREN_RUN_DIR` when set and not empty, else `.warren`.
+/// Not created: `warren up` creates it, the commands that read it only read.
+pub(crate) fn run_folder() -> std::path::PathBuf {
+    std::env::var_os(RUN_DIR_VARIABLE)
+        .filter(|value| !value.is_empty())
+        .map_or_else(|| DEFAULT_RUN_DIR.into(), std::path::PathBuf::from)
+}
+
 /// Checks a worker name given on the command line by the one rule
 /// ([`check_worker_name`]).
 pub(crate) fn parse_worker_name(text: &str) -> Result<String, String> {

@@ -12,6 +12,7 @@ mod logs;
 mod new;
 mod send;
 mod tail;
+mod top;
 mod up;
 
 use std::process::ExitCode;
@@ -53,6 +54,9 @@ enum Command {
     /// Watch what flows on the bus: print each message whose type matches a pattern as
     /// it passes, without taking it from any worker.
     Tail(tail::TailArgs),
+    /// A live view of the fleet, one row per worker: messages and errors per second,
+    /// p99 processing time, in flight, queue depth, consumers; q quits.
+    Top(top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
             Command::New(args) => new::run(args),
             Command::Logs(args) => logs::run(args).await,
             Command::Tail(args) => tail::run(&load_settings(&overrides)?, args).await,
+            Command::Top(args) => top::run(&load_settings(&overrides)?, args).await,
         }
     });
     match result {

@@ -78,6 +78,13 @@ const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// How long a scraper may take to send its request and read the answer.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The histogram's `outcome` of a delivery handled and acked.
+pub const OUTCOME_OK: &str = "ok";
+/// The histogram's `outcome` of a delivery sent to a delay queue.
+pub const OUTCOME_RETRY: &str = "retry";
+/// The histogram's `outcome` of a delivery dead-lettered or faulted.
+pub const OUTCOME_ERROR: &str = "error";
+
 /// How a delivery ended, the histogram's `outcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -92,9 +99,9 @@ pub(crate) enum Outcome {
 impl Outcome {
     pub(crate) fn label(self) -> &'static str {
         match self {
-            Outcome::Ok => "ok",
-            Outcome::Retry => "retry",
-            Outcome::Error => "error",
+            Outcome::Ok => OUTCOME_OK,
+            Outcome::Retry => OUTCOME_RETRY,
+            Outcome::Error => OUTCOME_ERROR,
         }
     }
 }

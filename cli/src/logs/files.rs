@@ -7,12 +7,6 @@ use std::path::{Path, PathBuf};
 
 use jiff::civil::Date;
 
-/// The variable naming the run folder, as `warren up` reads it.
-const RUN_DIR_VARIABLE: &str = "WARREN_RUN_DIR";
-
-/// The run folder when [`RUN_DIR_VARIABLE`] is not set, relative to the working folder.
-const DEFAULT_RUN_DIR: &str = ".warren";
-
 /// The log folder's name in the run folder.
 const LOGS_FOLDER: &str = "logs";
 
@@ -31,9 +25,7 @@ pub(super) fn default_folder() -> PathBuf {
     if let Some(log_folder) = variable(LOG_DIR_VARIABLE) {
         return PathBuf::from(log_folder);
     }
-    variable(RUN_DIR_VARIABLE)
-        .map_or_else(|| PathBuf::from(DEFAULT_RUN_DIR), PathBuf::from)
-        .join(LOGS_FOLDER)
+    crate::common::run_folder().join(LOGS_FOLDER)
 }
 
 /// One log file: whose, and of which day.

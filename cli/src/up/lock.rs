@@ -15,12 +15,6 @@ use nix::fcntl::{Flock, FlockArg};
 
 use super::UpError;
 
-/// The variable naming the run folder.
-pub const RUN_DIR_VARIABLE: &str = "WARREN_RUN_DIR";
-
-/// The run folder when [`RUN_DIR_VARIABLE`] is not set, relative to the working folder.
-const DEFAULT_RUN_DIR: &str = ".warren";
-
 /// The lock file's name in the run folder.
 const LOCK_FILE_NAME: &str = "up.lock";
 
@@ -35,12 +29,10 @@ pub struct RunFolder {
 }
 
 impl RunFolder {
-    /// The folder [`RUN_DIR_VARIABLE`] names (default `.warren`), created if missing.
+    /// The folder [`crate::common::RUN_DIR_VARIABLE`] names (default `.warren`), created
+    /// if missing.
     pub fn from_environment() -> Result<RunFolder, UpError> {
-        let given = std::env::var_os(RUN_DIR_VARIABLE)
-            .filter(|value| !value.is_empty())
-            .map_or_else(|| PathBuf::from(DEFAULT_RUN_DIR), PathBuf::from);
-        RunFolder::at(&given)
+        RunFolder::at(&crate::common::run_folder())
     }
 
     /// The run folder `given`, created if missing.
