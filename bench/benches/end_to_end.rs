@@ -2,7 +2,7 @@
 //! process, warren's against a hand-written lapin RPC's, interleaved round by round in
 //! one run.
 //!
-//! Sides, in the order each round runs them:
+//! Sides (each round starts at the next one, going round):
 //! - `raw`: `raw_rpc worker` + `raw_rpc originator`, the common hand-written pattern
 //!   (exclusive reply queue, transient replies consumed without acks);
 //! - `raw-durable`: the same with warren's reply durability (a named durable reply
@@ -469,7 +469,11 @@ fn run(messages: usize, rounds: usize, in_flight: usize) -> BenchResult<()> {
     }
     let mut measured: Vec<Vec<Measured>> = sides.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
-        for (side, results) in sides.iter().zip(&mut measured) {
+        // Each round starts at another side, so no side always runs right after the
+        // same one (a fleet just stopped leaves the broker work to finish).
+        let first = (round - 1) % sides.len();
+        for index in (first..sides.len()).chain(0..first) {
+            let side = &sides[index];
             let m = side.run(broker, messages, in_flight)?;
             println!(
                 "round {round} {:<12} {:>8.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  CPU µs per round \
@@ -483,7 +487,7 @@ fn run(messages: usize, rounds: usize, in_flight: usize) -> BenchResult<()> {
                 m.worker_us,
                 m.originator_us,
             );
-            results.push(m);
+            measured[index].push(m);
         }
     }
     println!("medians (÷ raw: the median of each round's ratio to raw's rate):");

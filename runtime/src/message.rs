@@ -78,7 +78,10 @@ impl<H: Handler> Processor<'_, H> {
         // This hop's span: everything the work sends goes out as its child.
         let (hop, hop_span) =
             otel::start_hop(attributes, &delivery, self.core.manifest.name, message_type);
-        let span = tracing::info_span!(
+        // At error level so that it is recorded whatever the filter: it is not a line of
+        // its own but the identity of every line about the message (a `handled` line
+        // without it would say nothing).
+        let span = tracing::error_span!(
             "message",
             message_id = %attributes.id,
             correlation_id = %attributes.correlation_id(),

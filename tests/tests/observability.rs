@@ -136,6 +136,16 @@ async fn one_order_is_one_trace_in_the_logs_and_counted_in_the_metrics() {
             .worker(&format!("warren-{name}"))
             .env("WARREN_AMQP_URL", url.as_str())
             .env("WARREN_LOG__DIR", logs.path())
+            // A filter above info keeps each message's identity on its lines all the
+            // same (the session's info lines stay: they say when the worker is ready).
+            .env(
+                "WARREN_LOG",
+                if name == "shipping" {
+                    "warn,warren_runtime::session=info,warren_runtime::metrics=info"
+                } else {
+                    "info"
+                },
+            )
             .env("WARREN_METRICS__LISTEN", "127.0.0.1:0")
             .store(&store)
             .start()
