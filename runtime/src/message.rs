@@ -81,32 +81,21 @@ impl<H: Handler> Processor<'_, H> {
         // At error level so that it is recorded whatever the filter: it is not a line of
         // its own but the identity of every line about the message (a `handled` line
         // without it would say nothing).
+        // Every field given at creation: a field recorded later makes each log layer
+        // format the span's fields again. The ids are formatted only if a layer records
+        // the span.
+        let parent_span_id = attributes
+            .trace_parent()
+            .map(|parent| tracing::field::display(Hex(parent.span_id.into(), 16)));
         let span = tracing::error_span!(
             "message",
             message_id = %attributes.id,
             correlation_id = %attributes.correlation_id(),
             message_type = %attributes.message_type,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-            parent_span_id = tracing::field::Empty,
+            trace_id = %Hex(hop.trace_id, 32),
+            span_id = %Hex(hop.span_id.into(), 16),
+            parent_span_id,
         );
-        // Formatted into the span only when it is recorded: no allocation otherwise.
-        if !span.is_disabled() {
-            span.record(
-                "trace_id",
-                tracing::field::display(format_args!("{:032x}", hop.trace_id)),
-            );
-            span.record(
-                "span_id",
-                tracing::field::display(format_args!("{:016x}", hop.span_id)),
-            );
-            if let Some(parent) = attributes.trace_parent() {
-                span.record(
-                    "parent_span_id",
-                    tracing::field::display(format_args!("{:016x}", parent.span_id)),
-                );
-            }
-        }
         let outcome = self
             .process_envelope(&delivery, &envelope, hop)
             .instrument(span.clone())
@@ -556,5 +545,14 @@ impl<H: Handler> Processor<'_, H> {
             tracing::warn!(replyto = %truncate(reply_to, 300), "ignoring a replyto that is not a reply queue");
             None
         }
+    }
+}
+
+/// An id in lowercase hex, zero-padded to `.1` digits (W3C trace context's form).
+struct Hex(u128, usize);
+
+impl std::fmt::Display for Hex {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{:0width$x}", self.0, width = self.1)
     }
 }
