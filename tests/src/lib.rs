@@ -20,6 +20,7 @@
 //! - [`broker_node`]: private RabbitMQ nodes (start, stop, restart, alarms), for the tests
 //!   that must break a broker: the shared one on 5672 is never touched.
 //! - [`metrics`]: a worker's Prometheus endpoint (where, one scrape, one series).
+//! - [`repository`]: the checkout (its root, its workers) and `promtool` on its files.
 //! - [`proxy`], [`checker`], [`raw_amqp`]: a TCP proxy that cuts or blackholes, the fault
 //!   tests' reliability count, and a bare AMQP publisher for what lapin refuses to send.
 //!
@@ -42,6 +43,7 @@ pub mod process;
 pub mod proxy;
 pub mod raw_amqp;
 pub mod replies;
+pub mod repository;
 pub mod scenario;
 pub mod vhost;
 

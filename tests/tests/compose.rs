@@ -2,30 +2,8 @@
 //! `workers/<name>/`, binary `warren-<name>`) has a service `<name>` built with
 //! `WORKER=<name>`, and the broker has a healthcheck the workers wait for.
 
-use std::path::{Path, PathBuf};
-
+use warren_e2e::repository::{repository_root, worker_names};
 use yaml_rust2::{Yaml, YamlLoader};
-
-/// The root of the repository, where `compose.yaml` and `workers/` are.
-fn repository_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The names of the workers: the folders under `workers/` that hold a crate.
-fn worker_names() -> Vec<String> {
-    let workers_directory = repository_root().join("workers");
-    let entries = std::fs::read_dir(&workers_directory)
-        .unwrap_or_else(|error| panic!("cannot list {}: {error}", workers_directory.display()));
-    let mut worker_names = Vec::new();
-    for entry in entries {
-        let entry = entry.expect("read an entry of workers/");
-        if entry.path().join("Cargo.toml").is_file() {
-            worker_names.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    worker_names.sort();
-    worker_names
-}
 
 /// `compose.yaml`, parsed.
 fn compose_document() -> Yaml {

@@ -17,9 +17,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
+use warren_e2e::repository::{assert_promtool_succeeds, repository_root, worker_names};
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// The folder of the dashboards Grafana loads.
@@ -59,11 +59,6 @@ const RABBITMQ_DETAILED_METRICS: [(&str, &str); 4] = [
     ("rabbitmq_detailed_queue_consumers", "queue_consumer_count"),
 ];
 
-/// The root of the repository.
-fn repository_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// The text of the file at `relative` (to the repository's root).
 fn read_text(relative: &str) -> String {
     let path = repository_root().join(relative);
@@ -90,22 +85,6 @@ fn read_json(path: &Path) -> Value {
 /// `warren.json`, parsed.
 fn warren_dashboard() -> Value {
     read_json(&repository_root().join(WARREN_DASHBOARD))
-}
-
-/// The names of the workers: the folders under `workers/` that hold a crate.
-fn worker_names() -> Vec<String> {
-    let workers_directory = repository_root().join("workers");
-    let entries = std::fs::read_dir(&workers_directory)
-        .unwrap_or_else(|error| panic!("cannot list {}: {error}", workers_directory.display()));
-    let mut worker_names = Vec::new();
-    for entry in entries {
-        let entry = entry.expect("read an entry of workers/");
-        if entry.path().join("Cargo.toml").is_file() {
-            worker_names.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    worker_names.sort();
-    worker_names
 }
 
 // ---------------------------------------------------------------------------------------
@@ -584,29 +563,6 @@ fn compose_metrics_port(service_name: &str, listen: Option<String>) -> String {
          (WARREN_METRICS__LISTEN=0.0.0.0:PORT), not {listen}: Prometheus runs in another container",
     );
     port.to_owned()
-}
-
-/// Runs `promtool` with `arguments` and fails the test, with promtool's output, unless
-/// it succeeds. promtool comes with Debian's `prometheus` package (`.ci/run` installs it;
-/// `tests/tests/alerts.rs` needs it too).
-fn assert_promtool_succeeds(arguments: &[&str], file: &Path) {
-    let command_line = format!("promtool {} {}", arguments.join(" "), file.display());
-    let output = match Command::new("promtool").args(arguments).arg(file).output() {
-        Ok(output) => output,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
-            "`promtool` is not installed (not found on PATH), so `{command_line}` cannot run. \
-             Install it: it comes with Debian's `prometheus` package \
-             (`apt-get install --no-install-recommends prometheus`; .ci/run does this)."
-        ),
-        Err(error) => panic!("cannot run `{command_line}`: {error}"),
-    };
-    assert!(
-        output.status.success(),
-        "`{command_line}` failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// `expr` with Grafana's variables replaced by what Prometheus could read: the interval

@@ -225,10 +225,7 @@ mod tests {
     use std::time::Duration;
 
     fn target(worker: &str, address: &str) -> Target {
-        Target {
-            worker: worker.to_owned(),
-            address: address.to_owned(),
-        }
+        Target::new(worker, address)
     }
 
     fn counts(processed: f64, errors: f64, fast: f64, in_flight: f64) -> Counts {

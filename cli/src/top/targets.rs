@@ -180,14 +180,22 @@ fn is_plausible_address(address: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn target(worker: &str, address: &str) -> Target {
+impl Target {
+    /// A target of `worker` at `address`, for tests.
+    pub(super) fn new(worker: &str, address: &str) -> Target {
         Target {
             worker: worker.to_owned(),
             address: address.to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(worker: &str, address: &str) -> Target {
+        Target::new(worker, address)
     }
 
     #[test]
