@@ -1,6 +1,6 @@
 //! One logging set-up for every warren process: a filter and a format from settings,
 //! written to stderr off the calling thread and, when `log.dir` is set, to a daily file
-//! of JSON lines beside it (see [`FileLine`] for what a line holds).
+//! of JSON lines beside it (`FileLine` says what a line holds).
 //!
 //! The file also gets one line per message handled ([`MESSAGE_TARGET`], at info: what
 //! `warren logs --trace` follows across the fleet); stderr does not, unless the filter

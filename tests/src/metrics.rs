@@ -31,7 +31,7 @@ pub fn metrics_address(worker: &WarrenProcess) -> String {
 /// body.
 ///
 /// # Panics
-/// When nothing answers at `address`, or not in HTTP, within [`SCRAPE_TIMEOUT`].
+/// When nothing answers at `address`, or not in HTTP, within ten seconds.
 pub async fn http_get(address: &str, path: &str) -> (String, String) {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(address)
