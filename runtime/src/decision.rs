@@ -75,6 +75,14 @@ pub(crate) struct Rejection {
     pub(crate) dead_letter: bool,
 }
 
+impl Rejection {
+    /// Whether this is a refusal of the domain (`HandlerError::Refused`: a declined
+    /// card): the message was fine and the worker did its job, so it is not an error.
+    pub(crate) fn is_refusal(&self) -> bool {
+        self.stage == "handle" && !self.dead_letter
+    }
+}
+
 /// Decides what happens to a message from what became of it and how many times it was
 /// attempted (this attempt included), under the retry policy.
 pub(crate) fn decide(fact: Fact, attempts: u32, retry: &RetrySettings) -> Action {
@@ -473,5 +481,24 @@ mod tests {
             "the handler panicked: bang"
         );
         assert_eq!(panic_message(&7u8), "the handler panicked");
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_domain_is_a_refusal() {
+        let refusal = |fact| match decide(fact, 1, &RETRY) {
+            Action::Reject(rejection) => rejection.is_refusal(),
+            other => panic!("not a rejection: {other:?}"),
+        };
+        assert!(refusal(Fact::Handled(Err(HandlerError::Refused {
+            code: "card_declined".into(),
+            message: "declined".into(),
+            details: serde_json::Value::Null,
+        }))));
+        assert!(!refusal(Fact::Handled(Err(HandlerError::Permanent {
+            code: "bad".into(),
+            message: "bad".into(),
+            details: serde_json::Value::Null,
+        }))));
+        assert!(!refusal(Fact::PastDeadline));
     }
 }

@@ -196,9 +196,14 @@ impl<H: Handler> Processor<'_, H> {
                         "handler failed for good: dead-lettering"
                     );
                 }
+                let outcome = if rejection.is_refusal() {
+                    Outcome::Refused
+                } else {
+                    Outcome::Error
+                };
                 self.reject(delivery, attributes, hop, rejection, attempts)
                     .await?;
-                Ok(Outcome::Error)
+                Ok(outcome)
             }
         }
     }

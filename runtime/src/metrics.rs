@@ -80,9 +80,13 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The histogram's `outcome` of a delivery handled and acked.
 pub const OUTCOME_OK: &str = "ok";
+/// The histogram's `outcome` of a delivery the handler refused for a reason of the
+/// domain (a declined card): faulted, not dead-lettered, and not an error.
+pub const OUTCOME_REFUSED: &str = "refused";
 /// The histogram's `outcome` of a delivery sent to a delay queue.
 pub const OUTCOME_RETRY: &str = "retry";
-/// The histogram's `outcome` of a delivery dead-lettered or faulted.
+/// The histogram's `outcome` of a delivery dead-lettered, or faulted for anything but a
+/// refusal.
 pub const OUTCOME_ERROR: &str = "error";
 
 /// How a delivery ended, the histogram's `outcome`.
@@ -90,9 +94,11 @@ pub const OUTCOME_ERROR: &str = "error";
 pub(crate) enum Outcome {
     /// Handled: its outputs published, then acked.
     Ok,
+    /// Refused for a reason of the domain: faulted, not dead-lettered.
+    Refused,
     /// Sent to a delay queue to be tried again.
     Retry,
-    /// Dead-lettered or faulted.
+    /// Dead-lettered, or faulted for anything but a refusal.
     Error,
 }
 
@@ -100,6 +106,7 @@ impl Outcome {
     pub(crate) fn label(self) -> &'static str {
         match self {
             Outcome::Ok => OUTCOME_OK,
+            Outcome::Refused => OUTCOME_REFUSED,
             Outcome::Retry => OUTCOME_RETRY,
             Outcome::Error => OUTCOME_ERROR,
         }
@@ -239,7 +246,12 @@ fn request_line(head: &[u8]) -> Option<(&str, &str)> {
 /// the first message too. Does nothing without an endpoint.
 pub(crate) fn register(manifest: &Manifest) {
     for &message_type in manifest.commands.iter().chain(manifest.events) {
-        for outcome in [Outcome::Ok, Outcome::Retry, Outcome::Error] {
+        for outcome in [
+            Outcome::Ok,
+            Outcome::Refused,
+            Outcome::Retry,
+            Outcome::Error,
+        ] {
             let _ = metrics::histogram!(
                 PROCESS_DURATION,
                 "message_type" => message_type,

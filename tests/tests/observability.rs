@@ -274,6 +274,43 @@ async fn one_order_is_one_trace_in_the_logs_and_counted_in_the_metrics() {
         assert_eq!(status, "HTTP/1.1 404 Not Found");
     }
 
+    // A declined card is a refusal of the domain, not an error.
+    let declined = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/examples/dev.warren.orders.place.v1/fault-card_declined-test-card.json"
+    );
+    let refused = vhost
+        .warren_with_env(
+            &["request", PLACE, &format!("@{declined}")],
+            &[("WARREN_AMQP_URL", url.as_str())],
+        )
+        .await;
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "a fault: {}",
+        refused.stdout
+    );
+    let (_, payments) = workers
+        .iter()
+        .find(|(name, _)| *name == "payments")
+        .expect("payments");
+    let charge = "worker=\"payments\",message_type=\"dev.warren.payments.charge.v1\"";
+    let refusals =
+        format!("messaging_process_duration_seconds_count{{{charge},outcome=\"refused\"}}");
+    let errors = format!("messaging_process_duration_seconds_count{{{charge},outcome=\"error\"}}");
+    let address = metrics_address(payments);
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let (_, body) = http_get(&address, "/metrics").await;
+        if sample(&body, &refusals) == Some(1.0) {
+            assert_eq!(sample(&body, &errors), Some(0.0), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refusal counted: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // The password is in every worker's URL, and in no log line.
     let every_line = log_lines(logs.path());
     assert!(!every_line.is_empty());
