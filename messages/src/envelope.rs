@@ -100,8 +100,7 @@ impl Attributes {
     /// and sends everything that work produces with it ([`Attributes::child_in_trace`]),
     /// so the next hops' spans are children of this one.
     pub fn hop_trace(&self) -> TraceParent {
-        self.trace_parent()
-            .map_or_else(TraceParent::new_root, |parent| parent.child())
+        TraceParent::next_hop(self.trace_parent())
     }
 
     /// Like [`Attributes::child_with_id`], sent from within `trace` (see

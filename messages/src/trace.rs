@@ -34,6 +34,12 @@ impl TraceParent {
         }
     }
 
+    /// The trace context of work started by a message whose trace context is `parent`:
+    /// its child, or a new trace when it carried none.
+    pub fn next_hop(parent: Option<TraceParent>) -> Self {
+        parent.map_or_else(Self::new_root, |parent| parent.child())
+    }
+
     fn random_span_id() -> u64 {
         // Never zero: the W3C format forbids an all-zero span id.
         (uuid::Uuid::new_v4().as_u128() as u64) | 1

@@ -76,17 +76,21 @@ impl<H: Handler> Processor<'_, H> {
         let message_type = metrics::consumed_type(&self.core.manifest, &attributes.message_type);
         let in_flight = InFlight::start(message_type);
         // This hop's span: everything the work sends goes out as its child.
-        let (hop, hop_span) =
-            otel::start_hop(attributes, &delivery, self.core.manifest.name, message_type);
+        let parent = attributes.trace_parent();
+        let (hop, hop_span) = otel::start_hop(
+            attributes,
+            parent,
+            &delivery,
+            self.core.manifest.name,
+            message_type,
+        );
         // At error level so that it is recorded whatever the filter: it is not a line of
         // its own but the identity of every line about the message (a `handled` line
-        // without it would say nothing).
-        // Every field given at creation: a field recorded later makes each log layer
-        // format the span's fields again. The ids are formatted only if a layer records
-        // the span.
-        let parent_span_id = attributes
-            .trace_parent()
-            .map(|parent| tracing::field::display(Hex(parent.span_id.into(), 16)));
+        // without it would say nothing). Every field given at creation: a field recorded
+        // later makes each log layer format the span's fields again. The ids are
+        // formatted only if a layer records the span.
+        let parent_span_id =
+            parent.map(|parent| tracing::field::display(Hex(parent.span_id.into(), 16)));
         let span = tracing::error_span!(
             "message",
             message_id = %attributes.id,

@@ -113,19 +113,20 @@ pub fn init(binary: &str) -> Option<OtelGuard> {
 /// The span of one message's work, when spans are exported.
 pub(crate) struct HopSpan(Span);
 
-/// The trace context of the work on `attributes` (see the module's doc), and its span
-/// when spans are exported. `message_type` is the manifest's name for the type (a
-/// span name a sender cannot choose).
+/// The trace context of the work on `attributes`, whose own is `parent` (see the
+/// module's doc), and its span when spans are exported. `message_type` is the
+/// manifest's name for the type (a span name a sender cannot choose).
 pub(crate) fn start_hop(
     attributes: &Attributes,
+    parent: Option<TraceParent>,
     delivery: &Delivery,
     worker: &'static str,
     message_type: &'static str,
 ) -> (TraceParent, Option<HopSpan>) {
     let Some(export) = EXPORT.get() else {
-        return (attributes.hop_trace(), None);
+        return (TraceParent::next_hop(parent), None);
     };
-    let parent = export.propagator.extract(&Carrier(attributes));
+    let parent_context = export.propagator.extract(&Carrier(attributes));
     let span = export
         .tracer
         .span_builder(Cow::Owned(format!("process {message_type}")))
@@ -154,7 +155,7 @@ pub(crate) fn start_hop(
             KeyValue::new("warren.worker", worker),
             KeyValue::new("warren.message_type", message_type),
         ])
-        .start_with_context(&export.tracer, &parent);
+        .start_with_context(&export.tracer, &parent_context);
     let context = span.span_context();
     let hop = TraceParent {
         trace_id: u128::from_be_bytes(context.trace_id().to_bytes()),
@@ -163,7 +164,7 @@ pub(crate) fn start_hop(
     };
     // An invalid context (the SDK made none) falls back to warren's own ids.
     if hop.trace_id == 0 || hop.span_id == 0 {
-        return (attributes.hop_trace(), Some(HopSpan(span)));
+        return (TraceParent::next_hop(parent), Some(HopSpan(span)));
     }
     (hop, Some(HopSpan(span)))
 }
