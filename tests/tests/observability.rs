@@ -123,6 +123,32 @@ async fn hop_lines(folder: &Path, trace_id: &str) -> Vec<Value> {
     }
 }
 
+/// `@<path>` of the order example `name` (docs/examples), as `warren request` takes it.
+fn order_example(name: &str) -> String {
+    format!(
+        "@{}/../docs/examples/{PLACE}/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// Scrapes `address` until `ready` holds for its exposition, and returns that; fails
+/// the test, saying it waited for `what`, after [`SETTLE_TIMEOUT`].
+async fn scrape_until(address: &str, what: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let (status, body) = http_get(address, "/metrics").await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "{address}");
+        if ready(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{address} never showed {what}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_order_is_one_trace_in_the_logs_and_counted_in_the_metrics() {
     let vhost = Vhost::create().await;
@@ -153,13 +179,9 @@ async fn one_order_is_one_trace_in_the_logs_and_counted_in_the_metrics() {
         workers.push((name, worker));
     }
 
-    let example = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/examples/dev.warren.orders.place.v1/ok-one-apple.json"
-    );
     let output = vhost
         .warren_with_env(
-            &["request", PLACE, &format!("@{example}")],
+            &["request", PLACE, &order_example("ok-one-apple")],
             &[("WARREN_AMQP_URL", url.as_str())],
         )
         .await;
@@ -227,23 +249,12 @@ async fn one_order_is_one_trace_in_the_logs_and_counted_in_the_metrics() {
             .expect("a hop");
         let address = metrics_address(worker);
         let labels = format!("worker=\"{name}\",message_type=\"{message_type}\"");
-        let deadline = Instant::now() + SETTLE_TIMEOUT;
-        let exposition = loop {
-            let (status, body) = http_get(&address, "/metrics").await;
-            assert_eq!(status, "HTTP/1.1 200 OK");
-            let counted = sample(
-                &body,
-                &format!("messaging_process_duration_seconds_count{{{labels},outcome=\"ok\"}}"),
-            );
-            if counted == Some(1.0) {
-                break body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not count its message: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let counted =
+            format!("messaging_process_duration_seconds_count{{{labels},outcome=\"ok\"}}");
+        let exposition = scrape_until(&address, &format!("{counted} 1"), |body| {
+            sample(body, &counted) == Some(1.0)
+        })
+        .await;
         assert_eq!(
             sample(
                 &exposition,
@@ -275,13 +286,13 @@ async fn one_order_is_one_trace_in_the_logs_and_counted_in_the_metrics() {
     }
 
     // A declined card is a refusal of the domain, not an error.
-    let declined = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/examples/dev.warren.orders.place.v1/fault-card_declined-test-card.json"
-    );
     let refused = vhost
         .warren_with_env(
-            &["request", PLACE, &format!("@{declined}")],
+            &[
+                "request",
+                PLACE,
+                &order_example("fault-card_declined-test-card"),
+            ],
             &[("WARREN_AMQP_URL", url.as_str())],
         )
         .await;
@@ -299,17 +310,11 @@ async fn one_order_is_one_trace_in_the_logs_and_counted_in_the_metrics() {
     let refusals =
         format!("messaging_process_duration_seconds_count{{{charge},outcome=\"refused\"}}");
     let errors = format!("messaging_process_duration_seconds_count{{{charge},outcome=\"error\"}}");
-    let address = metrics_address(payments);
-    let deadline = Instant::now() + SETTLE_TIMEOUT;
-    loop {
-        let (_, body) = http_get(&address, "/metrics").await;
-        if sample(&body, &refusals) == Some(1.0) {
-            assert_eq!(sample(&body, &errors), Some(0.0), "{body}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no refusal counted: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let body = scrape_until(&metrics_address(payments), "a refusal", |body| {
+        sample(body, &refusals) == Some(1.0)
+    })
+    .await;
+    assert_eq!(sample(&body, &errors), Some(0.0), "{body}");
 
     // The password is in every worker's URL, and in no log line.
     let every_line = log_lines(logs.path());
@@ -441,12 +446,8 @@ async fn one_order_is_one_exported_trace_with_a_span_per_hop() {
             .await;
         workers.push(worker);
     }
-    let example = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/examples/dev.warren.orders.place.v1/ok-one-apple.json"
-    );
     let output = vhost
-        .warren(&["request", PLACE, &format!("@{example}")])
+        .warren(&["request", PLACE, &order_example("ok-one-apple")])
         .await;
     assert!(output.status.success(), "{}", output.stderr);
     let outcome: Value = serde_json::from_str(output.stdout.trim()).expect("one JSON outcome");
@@ -600,30 +601,16 @@ async fn the_counters_match_what_was_sent() {
         ("warren_messages_in_flight{worker=\"echo\"}".to_owned(), 0.0),
     ];
     // The last ack is counted just after the outcome it follows is sent.
-    let deadline = Instant::now() + SETTLE_TIMEOUT;
-    loop {
-        let (_, body) = http_get(&address, "/metrics").await;
-        let read: Vec<Option<f64>> = expected
+    let body = scrape_until(&address, &format!("{expected:?}"), |body| {
+        expected
             .iter()
-            .map(|(series, _)| sample(&body, series))
-            .collect();
-        if expected
-            .iter()
-            .zip(&read)
-            .all(|((_, want), got)| *got == Some(*want))
-        {
-            let dead_letters: f64 = body
-                .lines()
-                .filter(|line| line.starts_with("warren_messages_dead_lettered_total{"))
-                .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum();
-            assert_eq!(dead_letters, 1.0, "{body}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected {expected:?}, read {read:?} in {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .all(|(series, want)| sample(body, series) == Some(*want))
+    })
+    .await;
+    let dead_letters: f64 = body
+        .lines()
+        .filter(|line| line.starts_with("warren_messages_dead_lettered_total{"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(dead_letters, 1.0, "{body}");
 }
