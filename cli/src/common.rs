@@ -9,7 +9,7 @@ use jiff::SignedDuration;
 use warren_messages::catalogue::{self, Kind};
 use warren_messages::{Attributes, Envelope};
 use warren_runtime::topology::{COMMANDS_EXCHANGE, EVENTS_EXCHANGE, check_worker_name};
-use warren_runtime::{Originator, Settings, reconnect_delays};
+use warren_runtime::{Originator, Outcome, Settings, reconnect_delays};
 
 /// Exit code 1: a request faulted, or a message was not delivered (no queue took it).
 pub(crate) const EXIT_FAULT: u8 = 1;
@@ -131,6 +131,25 @@ pub(crate) async fn reconnect(
         }
     }
     anyhow::bail!("lost the broker and could not reconnect in time")
+}
+
+/// The next outcome (decoded and acked), or `None` once `wait_until` passes; a lost
+/// consumer is reconnected and the wait goes on.
+pub(crate) async fn next_outcome_before(
+    originator: &mut Originator,
+    settings: &Settings,
+    wait_until: tokio::time::Instant,
+) -> anyhow::Result<Option<Outcome>> {
+    loop {
+        match tokio::time::timeout_at(wait_until, originator.next_outcome()).await {
+            Err(_elapsed) => return Ok(None),
+            Ok(Ok(outcome)) => return Ok(Some(outcome)),
+            Ok(Err(error)) => {
+                eprintln!("warren: lost the reply queue's consumer ({error}); reconnecting");
+                reconnect(originator, settings, wait_until).await?;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,11 +5,13 @@
 //! none faulted).
 
 mod common;
+mod contract;
 mod dlq;
 mod input;
 mod load;
 mod logs;
 mod new;
+mod printable;
 mod send;
 mod tail;
 mod top;
@@ -57,6 +59,14 @@ enum Command {
     /// A live view of the fleet, one row per worker: messages and errors per second,
     /// p99 processing time, in flight, queue depth, consumers; q quits.
     Top(top::TopArgs),
+    /// List the message catalogue: one type per line, with its versions, kind and
+    /// meaning.
+    Types(contract::TypesArgs),
+    /// Print the JSON Schema of a message type; `--write docs` regenerates
+    /// docs/schemas/ and docs/messages.md from the code.
+    Schema(contract::SchemaArgs),
+    /// Check the fleet against its documented contract.
+    Contract(contract::ContractArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +93,9 @@ fn main() -> ExitCode {
             Command::Logs(args) => logs::run(args).await,
             Command::Tail(args) => tail::run(&load_settings(&overrides)?, args).await,
             Command::Top(args) => top::run(&load_settings(&overrides)?, args).await,
+            Command::Types(args) => contract::types(args),
+            Command::Schema(args) => contract::schema(args),
+            Command::Contract(args) => contract::run(&load_settings(&overrides)?, args).await,
         }
     });
     match result {

@@ -13,7 +13,8 @@ use warren_messages::{Envelope, Fault, Payload, Progress};
 use warren_runtime::{Delivered, Originator, RuntimeError, Settings, UNREADABLE_OUTCOME};
 
 use crate::common::{
-    exchange_for, new_envelope, parse_duration, reconnect, requests_exit_code, source, unroutable,
+    exchange_for, new_envelope, next_outcome_before, parse_duration, reconnect, requests_exit_code,
+    source, unroutable,
 };
 
 /// How many requests are published before their confirms are awaited: the most that is
@@ -140,14 +141,9 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
     let mut answered: HashSet<String> = HashSet::with_capacity(count as usize);
     let stdout = std::io::stdout();
     while !pending.is_empty() {
-        let outcome = match tokio::time::timeout_at(wait_until, originator.next_outcome()).await {
-            Err(_elapsed) => break,
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(error)) => {
-                eprintln!("warren: lost the reply queue's consumer ({error}); reconnecting");
-                reconnect(&mut originator, settings, wait_until).await?;
-                continue;
-            }
+        let Some(outcome) = next_outcome_before(&mut originator, settings, wait_until).await?
+        else {
+            break;
         };
         // An outcome that cannot be read is reported as a fault standing in for it,
         // tied to its request when its correlation id could be read: never dropped.

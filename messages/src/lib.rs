@@ -6,6 +6,7 @@
 //! version. It does no I/O and knows nothing of AMQP: every `Serialize` type here is a
 //! contract with other processes, changed only by adding a version.
 
+mod bounds;
 mod decode;
 mod envelope;
 mod payload;
@@ -13,13 +14,16 @@ mod trace;
 mod types;
 
 pub mod catalogue;
+pub mod schema;
 
 pub use decode::{
     DecodeError, HeaderValue, Limits, MAX_LONG_ATTRIBUTE_BYTES, MAX_SHORT_ATTRIBUTE_BYTES,
     check_attribute, decode_binary, decode_structured, find_control_character, salvage_attributes,
 };
 pub use envelope::{Attributes, Envelope, OutgoingEnvelope, SPEC_VERSION, new_message_id};
-pub use payload::{Fault, Inbound, JsonObject, Payload, Progress, RequestFailed, fault_code};
+pub use payload::{
+    Fault, Inbound, JsonObject, Payload, Progress, RequestFailed, Upcast, decode_data, fault_code,
+};
 pub use trace::TraceParent;
 pub use types::*;
 

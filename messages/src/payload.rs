@@ -1,5 +1,8 @@
 //! Payload types: one Rust type per message type and version.
 
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -8,11 +11,41 @@ use serde_json::value::RawValue;
 ///
 /// `TYPE` is the CloudEvents `type` (with its version) and `SCHEMA` the `dataschema`.
 /// Changing a payload means adding a new type with a new version, never editing one.
-pub trait Payload: Serialize + DeserializeOwned + Send + 'static {
+///
+/// Its JSON Schema (`docs/schemas/<TYPE>.json`, see [`crate::schema`]) is generated from
+/// the type; decoding ([`decode_data`]) accepts exactly what that schema accepts: the
+/// shape serde reads, then [`Payload::check`] for the bounds the schema states and serde
+/// does not (lengths, ranges, patterns).
+pub trait Payload: Serialize + DeserializeOwned + JsonSchema + Send + 'static {
     /// The CloudEvents `type`, e.g. `dev.warren.echo.v1`.
     const TYPE: &'static str;
     /// The CloudEvents `dataschema` of this type.
     const SCHEMA: &'static str;
+
+    /// The schema's bounds that serde's shape does not enforce, as the first one broken.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Decodes `data` as a `P`: its shape, then its bounds ([`Payload::check`]). A worker
+/// whose [`Inbound`] is an enum decodes each type with this.
+pub fn decode_data<P: Payload>(data: &RawValue) -> Result<P, serde_json::Error> {
+    let payload: P = serde_json::from_str(data.get())?;
+    payload.check().map_err(serde::de::Error::custom)?;
+    Ok(payload)
+}
+
+/// An older version of a payload that is still accepted: on receipt it is turned into
+/// the next version (upcast), so a worker handles the newest version only and producers
+/// of the older one keep working. The versioning policy is in docs/messages.md.
+pub trait Upcast: Payload {
+    /// The version this one becomes.
+    type Next: Payload;
+
+    /// This payload as the next version, with what it did not say filled in as the older
+    /// version meant it.
+    fn upcast(self) -> Self::Next;
 }
 
 /// What a worker accepts: decides, from the message type, whether it is one of ours and
@@ -34,16 +67,27 @@ impl<P: Payload> Inbound for P {
     }
 
     fn decode(_message_type: &str, data: &RawValue) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(data.get())
+        decode_data(data)
     }
 }
 
 /// Implements [`Payload`] for a type: its CloudEvents `type` and the schema URN.
+/// With `check = f`, decoding also checks the type's bounds with `f(&self)`.
 macro_rules! payload {
     ($ty:ty, $name:literal) => {
         impl $crate::payload::Payload for $ty {
             const TYPE: &'static str = $name;
             const SCHEMA: &'static str = concat!("urn:warren:schema:", $name);
+        }
+    };
+    ($ty:ty, $name:literal, check = $check:path) => {
+        impl $crate::payload::Payload for $ty {
+            const TYPE: &'static str = $name;
+            const SCHEMA: &'static str = concat!("urn:warren:schema:", $name);
+
+            fn check(&self) -> Result<(), String> {
+                $check(self)
+            }
         }
     };
 }
@@ -86,6 +130,23 @@ impl<'de> Deserialize<'de> for JsonObject {
     }
 }
 
+impl JsonSchema for JsonObject {
+    fn schema_name() -> Cow<'static, str> {
+        "JsonObject".into()
+    }
+
+    fn json_schema(_generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Any JSON object.",
+            "type": "object"
+        })
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+}
+
 impl TryFrom<serde_json::Value> for JsonObject {
     type Error = serde_json::Error;
 
@@ -118,7 +179,7 @@ pub mod fault_code {
 }
 
 /// `dev.warren.fault.v1`: the terminal outcome of a request that failed, at any hop.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Fault {
     /// A stable snake_case code (see [`fault_code`]).
     pub code: String,
@@ -140,7 +201,7 @@ payload!(Fault, "dev.warren.fault.v1");
 
 /// `dev.warren.progress.v1`: optional news of a request before its terminal outcome,
 /// sent when the request asked for it (the `progress` extension attribute).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Progress {
     /// The step the work reached, e.g. `inventory`.
     pub stage: String,
@@ -157,7 +218,7 @@ payload!(Progress, "dev.warren.progress.v1");
 /// `warren.events` by the runtime of the worker that faulted it, with every fault it
 /// sends (the same code, worker and stage), so that earlier hops can undo what they did
 /// for it. The request's business key (an order id) is the event's `subject`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RequestFailed {
     /// The fault's code.
     pub code: String,

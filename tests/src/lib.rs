@@ -21,6 +21,8 @@
 //!   that must break a broker: the shared one on 5672 is never touched.
 //! - [`metrics`]: a worker's Prometheus endpoint (where, one scrape, one series).
 //! - [`repository`]: the checkout (its root, its workers) and `promtool` on its files.
+//! - [`asyncapi`]: `docs/asyncapi.yaml` held to the catalogue, the manifests, the
+//!   examples and a running fleet's topology.
 //! - [`proxy`], [`checker`], [`raw_amqp`]: a TCP proxy that cuts or blackholes, the fault
 //!   tests' reliability count, and a bare AMQP publisher for what lapin refuses to send.
 //!
@@ -34,6 +36,7 @@
 //! The binaries are not dependencies of this crate, so `cargo test -p warren-e2e` alone does
 //! not build them: run `cargo test --workspace` (or `cargo build --workspace` first).
 
+pub mod asyncapi;
 pub mod broker_node;
 pub mod checker;
 pub mod client;

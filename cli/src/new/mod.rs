@@ -89,6 +89,9 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
         "\nNext: cargo build -p warren-cli -p warren-{name}, then \
          target/debug/warren up --only {name} and, in another terminal, \
          target/debug/warren request dev.warren.{name}.v1 '{{\"text\":\"hello\"}}'.\n\
+         Document the new types before you commit (the contract tests fail until you do): \
+         cargo run -p warren-cli -- schema --write docs, then their entries in \
+         docs/asyncapi.yaml and an example under docs/examples/dev.warren.{name}.v1/.\n\
          docs/writing-a-worker.md says what to change."
     );
     Ok(ExitCode::SUCCESS)

@@ -258,7 +258,11 @@ mod tests {
         let plan = plan_for_catalogue(&pattern("dev.warren.orders.#"));
         assert_eq!(
             keys(&plan, COMMANDS_EXCHANGE),
-            ["dev.warren.orders.place.v1", "dev.warren.orders.get.v1"]
+            [
+                "dev.warren.orders.place.v2",
+                "dev.warren.orders.place.v1",
+                "dev.warren.orders.get.v1"
+            ]
         );
         assert_eq!(keys(&plan, EVENTS_EXCHANGE), ["dev.warren.orders.#"]);
     }

@@ -15,6 +15,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use warren_messages::{Attributes, DecodeError, Envelope};
 
+use crate::printable::{escape, is_unsafe, truncate};
+
 /// How much of the data (or of an unreadable body) a summary line shows, in characters.
 const PREVIEW_CHARS: usize = 120;
 
@@ -146,36 +148,6 @@ fn or_dash(text: &str) -> &str {
     if text.is_empty() { "-" } else { text }
 }
 
-/// Whether `character` must not reach a terminal as it is: a control character (C0,
-/// DEL, C1), a line or paragraph separator, or a bidirectional control that reorders
-/// what is shown.
-fn is_unsafe(character: char) -> bool {
-    character.is_control()
-        || matches!(
-            character,
-            '\u{2028}'
-                | '\u{2029}'
-                | '\u{061c}'
-                | '\u{200e}'
-                | '\u{200f}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2066}'..='\u{2069}'
-        )
-}
-
-/// `text` with every [`is_unsafe`] character escaped (`\n`, `\u{1b}`).
-pub(super) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for character in text.chars() {
-        if is_unsafe(character) {
-            let _ = write!(out, "{}", character.escape_default());
-        } else {
-            out.push(character);
-        }
-    }
-    out
-}
-
 /// `text` in double quotes, with `"` and `\` escaped as well as [`is_unsafe`]
 /// characters, so where it ends is plain.
 fn quote(text: &str) -> String {
@@ -193,14 +165,6 @@ fn quote(text: &str) -> String {
     }
     out.push('"');
     out
-}
-
-/// At most `max_chars` characters of `text`, with `…` when some were left out.
-fn truncate(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
 }
 
 /// Valid JSON `text` on one line and safe to print: whitespace between tokens removed,
@@ -378,11 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn escaping_and_truncating() {
-        assert_eq!(escape("plain caf\u{e9}"), "plain caf\u{e9}");
-        assert_eq!(escape("a\r\nb\u{85}\u{202e}"), r"a\r\nb\u{85}\u{202e}");
+    fn quoting() {
         assert_eq!(quote(r#"say "hi" \ bye"#), r#""say \"hi\" \\ bye""#);
-        assert_eq!(truncate("héllo", 3), "hél…");
-        assert_eq!(truncate("héllo", 5), "héllo");
     }
 }

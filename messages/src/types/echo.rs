@@ -1,18 +1,19 @@
 //! The echo worker's messages.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{Entry, Kind, entry};
 use crate::payload::{JsonObject, payload};
 
 /// `dev.warren.echo.v1`: ask the echo worker to reply with this object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct EchoRequest(pub JsonObject);
 payload!(EchoRequest, "dev.warren.echo.v1");
 
 /// `dev.warren.echo.replied.v1`: the echo worker's result, the request's object unchanged.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct EchoReplied(pub JsonObject);
 payload!(EchoReplied, "dev.warren.echo.replied.v1");
@@ -22,7 +23,8 @@ pub(crate) const CATALOGUE: &[Entry] = &[
     entry::<EchoRequest>(
         Kind::Command,
         "Ask the echo worker to reply with this object.",
-    ),
+    )
+    .answered_by::<EchoReplied>(),
     entry::<EchoReplied>(
         Kind::Outcome,
         "The echo worker's result: the request's object.",

@@ -1,5 +1,6 @@
 //! The inventory worker's messages.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{Entry, Kind, entry};
@@ -7,7 +8,7 @@ use crate::payload::payload;
 use crate::types::orders::{Address, Card, OrderLine};
 
 /// One priced line of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PricedLine {
     /// The product.
@@ -20,7 +21,7 @@ pub struct PricedLine {
 
 /// `dev.warren.inventory.reserve.v1`: reserve the stock of a priced order; what the
 /// later hops need travels with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveStock {
     /// The order.
@@ -36,10 +37,21 @@ pub struct ReserveStock {
     /// Where it goes.
     pub ship_to: Address,
 }
-payload!(ReserveStock, "dev.warren.inventory.reserve.v1");
+payload!(
+    ReserveStock,
+    "dev.warren.inventory.reserve.v1",
+    check = ReserveStock::bounds
+);
+
+impl ReserveStock {
+    fn bounds(&self) -> Result<(), String> {
+        self.card.check()?;
+        self.ship_to.check()
+    }
+}
 
 /// `dev.warren.inventory.reserved.v1`: the stock of an order is reserved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockReserved {
     /// The order.
     pub order_id: String,

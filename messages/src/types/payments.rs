@@ -1,5 +1,6 @@
 //! The payments worker's messages.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{Entry, Kind, entry};
@@ -7,7 +8,7 @@ use crate::payload::payload;
 use crate::types::orders::{Address, Card, OrderLine};
 
 /// `dev.warren.payments.charge.v1`: charge an order whose stock is reserved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChargeCard {
     /// The order.
@@ -25,10 +26,22 @@ pub struct ChargeCard {
     /// Its stock reservation.
     pub reservation_id: String,
 }
-payload!(ChargeCard, "dev.warren.payments.charge.v1");
+payload!(
+    ChargeCard,
+    "dev.warren.payments.charge.v1",
+    check = ChargeCard::bounds
+);
+
+impl ChargeCard {
+    fn bounds(&self) -> Result<(), String> {
+        self.card.check()?;
+        self.ship_to.check()?;
+        OrderLine::check_each(&self.items)
+    }
+}
 
 /// `dev.warren.payments.charged.v1`: an order was charged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CardCharged {
     /// The order.
     pub order_id: String,

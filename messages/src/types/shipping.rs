@@ -1,5 +1,6 @@
 //! The shipping worker's messages.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{Entry, Kind, entry};
@@ -7,7 +8,7 @@ use crate::payload::payload;
 use crate::types::orders::{Address, OrderLine};
 
 /// `dev.warren.shipping.book.v1`: book the shipment of a paid order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BookShipment {
     /// The order.
@@ -23,10 +24,21 @@ pub struct BookShipment {
     /// The currency.
     pub currency: String,
 }
-payload!(BookShipment, "dev.warren.shipping.book.v1");
+payload!(
+    BookShipment,
+    "dev.warren.shipping.book.v1",
+    check = BookShipment::bounds
+);
+
+impl BookShipment {
+    fn bounds(&self) -> Result<(), String> {
+        self.ship_to.check()?;
+        OrderLine::check_each(&self.items)
+    }
+}
 
 /// `dev.warren.shipping.booked.v1`: an order's shipment is booked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ShipmentBooked {
     /// The order.
     pub order_id: String,

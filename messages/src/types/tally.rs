@@ -1,12 +1,13 @@
 //! The tally worker's messages.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{Entry, Kind, entry};
 use crate::payload::payload;
 
 /// `dev.warren.tally.add.v1`: add `amount` to the running total of `key`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TallyAdd {
     /// The total to add to (not empty).
@@ -17,7 +18,7 @@ pub struct TallyAdd {
 payload!(TallyAdd, "dev.warren.tally.add.v1");
 
 /// `dev.warren.tally.added.v1`: the tally worker's result for a [`TallyAdd`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TallyAdded {
     /// The key that was added to.
     pub key: String,
@@ -27,7 +28,7 @@ pub struct TallyAdded {
 payload!(TallyAdded, "dev.warren.tally.added.v1");
 
 /// `dev.warren.tally.get.v1`: ask for the running total of `key`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TallyGet {
     /// The total asked for (not empty).
@@ -36,7 +37,7 @@ pub struct TallyGet {
 payload!(TallyGet, "dev.warren.tally.get.v1");
 
 /// `dev.warren.tally.total.v1`: the tally worker's result for a [`TallyGet`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TallyTotal {
     /// The key asked for.
     pub key: String,
@@ -50,12 +51,14 @@ pub(crate) const CATALOGUE: &[Entry] = &[
     entry::<TallyAdd>(
         Kind::Command,
         "Add an amount to the running total of a key.",
-    ),
+    )
+    .answered_by::<TallyAdded>(),
     entry::<TallyAdded>(
         Kind::Outcome,
         "The tally worker's result for an add: the key's new total.",
     ),
-    entry::<TallyGet>(Kind::Command, "Ask for the running total of a key."),
+    entry::<TallyGet>(Kind::Command, "Ask for the running total of a key.")
+        .answered_by::<TallyTotal>(),
     entry::<TallyTotal>(
         Kind::Outcome,
         "The tally worker's result for a get: the key's total.",

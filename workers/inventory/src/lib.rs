@@ -73,9 +73,9 @@ impl Inbound for InventoryInput {
 
     fn decode(message_type: &str, data: &RawValue) -> Result<Self, serde_json::Error> {
         if message_type == ReserveStock::TYPE {
-            serde_json::from_str(data.get()).map(InventoryInput::Reserve)
+            warren_messages::decode_data(data).map(InventoryInput::Reserve)
         } else {
-            serde_json::from_str(data.get()).map(InventoryInput::Failed)
+            warren_messages::decode_data(data).map(InventoryInput::Failed)
         }
     }
 }

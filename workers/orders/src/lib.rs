@@ -13,19 +13,19 @@ use std::path::Path;
 use serde_json::value::RawValue;
 use warren_messages::{
     CardCharged, GetOrder, Inbound, OrderFailure, OrderPlaced, OrderStatus, OrderStep, Payload,
-    PlaceOrder, PricedLine, Progress, RequestFailed, ReserveStock, ShipmentBooked, StockReserved,
-    fault_code,
+    PlaceOrder, PlaceOrderV1, PricedLine, Progress, RequestFailed, ReserveStock, ShipmentBooked,
+    StockReserved, Upcast, decode_data, fault_code,
 };
 use warren_runtime::{Handler, HandlerError, Incoming, Manifest, Outputs};
 use warren_store::rusqlite::{self, Connection, OptionalExtension, Transaction};
 use warren_store::{CachedStatements, Store, StoreError};
 
-pub use validate::{luhn, problems, valid_order_id};
+pub use validate::{luhn, problems};
 
 /// What the orders worker consumes and produces.
 pub const MANIFEST: Manifest = Manifest {
     name: "orders",
-    commands: &[PlaceOrder::TYPE, GetOrder::TYPE],
+    commands: &[PlaceOrder::TYPE, PlaceOrderV1::TYPE, GetOrder::TYPE],
     events: &[
         StockReserved::TYPE,
         CardCharged::TYPE,
@@ -48,6 +48,9 @@ pub const DUPLICATE_ORDER: &str = "duplicate_order";
 
 /// The fault code of `orders.get.v1` for an order never placed.
 pub const UNKNOWN_ORDER: &str = "unknown_order";
+
+/// The fault code of an order in a currency the price list is not in.
+pub const UNSUPPORTED_CURRENCY: &str = "unsupported_currency";
 
 /// The currency of the price list.
 pub const CURRENCY: &str = "EUR";
@@ -94,7 +97,7 @@ const STATUSES: [&str; 4] = ["placed", "reserved", "paid", "shipped"];
 /// What the orders worker accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrdersInput {
-    /// Place an order.
+    /// Place an order (a `orders.place.v1` upcast to v2).
     Place(PlaceOrder),
     /// Where is an order?
     Get(GetOrder),
@@ -112,6 +115,7 @@ impl Inbound for OrdersInput {
     fn types() -> &'static [&'static str] {
         &[
             PlaceOrder::TYPE,
+            PlaceOrderV1::TYPE,
             GetOrder::TYPE,
             StockReserved::TYPE,
             CardCharged::TYPE,
@@ -121,14 +125,16 @@ impl Inbound for OrdersInput {
     }
 
     fn decode(message_type: &str, data: &RawValue) -> Result<Self, serde_json::Error> {
-        let text = data.get();
         match message_type {
-            PlaceOrder::TYPE => serde_json::from_str(text).map(OrdersInput::Place),
-            GetOrder::TYPE => serde_json::from_str(text).map(OrdersInput::Get),
-            StockReserved::TYPE => serde_json::from_str(text).map(OrdersInput::Reserved),
-            CardCharged::TYPE => serde_json::from_str(text).map(OrdersInput::Charged),
-            ShipmentBooked::TYPE => serde_json::from_str(text).map(OrdersInput::Booked),
-            _ => serde_json::from_str(text).map(OrdersInput::Failed),
+            PlaceOrder::TYPE => decode_data(data).map(OrdersInput::Place),
+            PlaceOrderV1::TYPE => {
+                decode_data(data).map(|v1: PlaceOrderV1| OrdersInput::Place(v1.upcast()))
+            }
+            GetOrder::TYPE => decode_data(data).map(OrdersInput::Get),
+            StockReserved::TYPE => decode_data(data).map(OrdersInput::Reserved),
+            CardCharged::TYPE => decode_data(data).map(OrdersInput::Charged),
+            ShipmentBooked::TYPE => decode_data(data).map(OrdersInput::Booked),
+            _ => decode_data(data).map(OrdersInput::Failed),
         }
     }
 }
@@ -166,6 +172,15 @@ impl OrdersHandler {
         let found = problems(order);
         if !found.is_empty() {
             return Err(invalid(found.join("; ")));
+        }
+        if order.currency != CURRENCY {
+            return Err(HandlerError::refused(
+                UNSUPPORTED_CURRENCY,
+                format!(
+                    "the price list is in {CURRENCY}, not {}; send the order in {CURRENCY}",
+                    order.currency
+                ),
+            ));
         }
         let order_id = order
             .order_id

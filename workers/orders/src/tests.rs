@@ -25,9 +25,18 @@ impl TempOrders {
         self.handler.handle(incoming).await
     }
 
-    /// Places `order` as a new request; returns the request's attributes and the outputs.
+    /// Places `order` as a new `orders.place.v1` request (upcast to v2 on receipt);
+    /// returns the request's attributes and the outputs.
     async fn place(&self, order: Value) -> (Attributes, Result<Outputs, HandlerError>) {
-        let attributes = Attributes::request::<PlaceOrder>("/warren/cli/test");
+        self.place_as::<PlaceOrderV1>(order).await
+    }
+
+    /// Places `order` as a new request of type `P`.
+    async fn place_as<P: Payload>(
+        &self,
+        order: Value,
+    ) -> (Attributes, Result<Outputs, HandlerError>) {
+        let attributes = Attributes::request::<P>("/warren/cli/test");
         let outputs = self.send(&attributes, order).await;
         (attributes, outputs)
     }
@@ -131,6 +140,52 @@ async fn an_order_without_an_id_gets_one() {
         .and_then(Output::decode)
         .expect("a reserve");
     assert!(reserve.order_id.starts_with("ord-"), "{}", reserve.order_id);
+}
+
+#[tokio::test]
+async fn a_v2_order_names_its_currency_and_only_the_price_lists_is_taken() {
+    let orders = TempOrders::new();
+    let mut in_euros = order("ord-v2");
+    in_euros["currency"] = json!("EUR");
+    let (_, outputs) = orders.place_as::<PlaceOrder>(in_euros).await;
+    let reserve: ReserveStock = outputs
+        .expect("placed")
+        .iter()
+        .next()
+        .and_then(Output::decode)
+        .expect("a reserve");
+    assert_eq!(
+        (reserve.currency.as_str(), reserve.total_cents),
+        ("EUR", 3699)
+    );
+    let mut in_dollars = order("ord-usd");
+    in_dollars["currency"] = json!("USD");
+    let (_, outputs) = orders.place_as::<PlaceOrder>(in_dollars).await;
+    let error = outputs.expect_err("USD");
+    assert_eq!(code(&error), UNSUPPORTED_CURRENCY);
+    assert!(matches!(error, HandlerError::Refused { .. }));
+    assert_eq!(orders.status("ord-usd").await.map(|s| s.status).ok(), None);
+    // A v2 order without its currency is not a v2 order.
+    let attributes = Attributes::request::<PlaceOrder>("/warren/cli/test");
+    let data = serde_json::value::to_raw_value(&order("ord-none")).expect("JSON");
+    assert!(Incoming::<OrdersInput>::decode(&attributes, &data).is_err());
+}
+
+#[test]
+fn a_v1_order_is_upcast_to_v2_in_euros() {
+    let attributes = Attributes::request::<PlaceOrderV1>("/warren/cli/test");
+    let data = serde_json::value::to_raw_value(&order("ord-v1")).expect("JSON");
+    let incoming = Incoming::<OrdersInput>::decode(&attributes, &data).expect("decodes");
+    let OrdersInput::Place(placed) = incoming.payload else {
+        panic!("not a place: {:?}", incoming.payload);
+    };
+    assert_eq!(placed.currency, "EUR");
+    assert_eq!(placed.order_id.as_deref(), Some("ord-v1"));
+    // The shape's bounds are checked when decoding, before the handler sees it.
+    let mut no_items = order("ord-v1");
+    no_items["items"] = json!([]);
+    let data = serde_json::value::to_raw_value(&no_items).expect("JSON");
+    assert!(Incoming::<OrdersInput>::decode(&attributes, &data).is_err());
 }
 
 #[tokio::test]

@@ -67,9 +67,9 @@ impl Inbound for PaymentsInput {
 
     fn decode(message_type: &str, data: &RawValue) -> Result<Self, serde_json::Error> {
         if message_type == ChargeCard::TYPE {
-            serde_json::from_str(data.get()).map(PaymentsInput::Charge)
+            warren_messages::decode_data(data).map(PaymentsInput::Charge)
         } else {
-            serde_json::from_str(data.get()).map(PaymentsInput::Failed)
+            warren_messages::decode_data(data).map(PaymentsInput::Failed)
         }
     }
 }

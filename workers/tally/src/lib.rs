@@ -83,9 +83,9 @@ impl Inbound for TallyCommand {
 
     fn decode(message_type: &str, data: &RawValue) -> Result<Self, serde_json::Error> {
         if message_type == TallyAdd::TYPE {
-            serde_json::from_str(data.get()).map(TallyCommand::Add)
+            warren_messages::decode_data(data).map(TallyCommand::Add)
         } else if message_type == TallyGet::TYPE {
-            serde_json::from_str(data.get()).map(TallyCommand::Get)
+            warren_messages::decode_data(data).map(TallyCommand::Get)
         } else {
             Err(serde::de::Error::custom(format!(
                 "the tally worker does not handle {message_type}"
