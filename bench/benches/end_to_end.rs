@@ -17,8 +17,11 @@
 //! worker and the originator, from `/proc/<pid>/stat`.
 //!
 //! With `WARREN_BENCH_BARE=1`, a `warren-bare` side runs the fleet with
-//! `--no-observability` (no log files, no metrics): the price of observability. The two
-//! fleets then take turns, each started for its run and stopped after it.
+//! `--no-observability` (no log files, no metrics): the price of observability. With
+//! `WARREN_BENCH_DURABLE=1`, a `warren-durable` side runs `warren load
+//! --durable-outcomes` (the broker keeps outcomes instead of the originator re-sending):
+//! the price of that choice. The fleets then take turns, each started for its run and
+//! stopped after it.
 //!
 //! More raw sides, each a `raw_rpc` pair with flags of its own, come from
 //! `WARREN_BENCH_VARIANTS` (`name=flags;name=flags`, e.g. `topic=--exchange-kind topic`):
@@ -364,6 +367,7 @@ fn warren_side(
     run_dir: &Path,
     name: &str,
     up_flags: &'static [&'static str],
+    load_flags: &'static [&'static str],
     per_run: bool,
 ) -> BenchResult<Side> {
     let warren = fleet_binary("warren")?;
@@ -388,6 +392,7 @@ fn warren_side(
                 ])
                 .args(["--messages", &messages.to_string()])
                 .args(["--inflight", &in_flight.to_string()])
+                .args(load_flags)
                 .env("WARREN_AMQP_URL", &url)
                 .stderr(Stdio::null());
             command
@@ -441,10 +446,12 @@ fn run(messages: usize, rounds: usize, in_flight: usize) -> BenchResult<()> {
     // With a `warren-bare` side too (observability off), the two fleets take turns on
     // the echo queue: each starts for its run and stops after it.
     let bare = std::env::var_os("WARREN_BENCH_BARE").is_some();
+    let durable = std::env::var_os("WARREN_BENCH_DURABLE").is_some();
+    let per_run = bare || durable;
     let mut sides = vec![
         raw_side(&url, "raw", &words("--replies transient"))?,
         raw_side(&url, "raw-durable", &words("--replies durable"))?,
-        warren_side(&url, &run_dir.join("warren"), "warren", &[], bare)?,
+        warren_side(&url, &run_dir.join("warren"), "warren", &[], &[], per_run)?,
     ];
     if bare {
         sides.push(warren_side(
@@ -452,6 +459,17 @@ fn run(messages: usize, rounds: usize, in_flight: usize) -> BenchResult<()> {
             &run_dir.join("bare"),
             "warren-bare",
             &["--no-observability"],
+            &[],
+            true,
+        )?);
+    }
+    if durable {
+        sides.push(warren_side(
+            &url,
+            &run_dir.join("durable"),
+            "warren-durable",
+            &[],
+            &["--durable-outcomes"],
             true,
         )?);
     }

@@ -8,6 +8,7 @@
 //! business message. [`Originator`] is the other side: what sends requests and reads
 //! their outcomes.
 
+mod batched_writer;
 mod connection;
 mod decision;
 mod error;
@@ -38,7 +39,8 @@ pub use handler::{
 };
 pub use headers::dead_letter_header;
 pub use originator::{
-    CorrelationAndType, Originator, Outcome, OutcomePosition, RawOutcome, UNREADABLE_OUTCOME,
+    CorrelationAndType, Originator, Outcome, OutcomePosition, OutcomeRecovery, RawOutcome,
+    UNREADABLE_OUTCOME,
 };
-pub use publisher::{Delivered, PendingConfirm, Publisher, properties_of};
+pub use publisher::{Delivered, PendingConfirm, Publisher, outcome_properties_of, properties_of};
 pub use worker::{run_worker, worker_main};

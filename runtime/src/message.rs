@@ -22,7 +22,9 @@ use crate::headers::{
 };
 use crate::metrics::{self, InFlight, Outcome};
 use crate::otel;
-use crate::publisher::{Delivered, PendingConfirm, Publisher, properties_of, truncate};
+use crate::publisher::{
+    Delivered, PendingConfirm, Publisher, outcome_properties_of, properties_of, truncate,
+};
 use crate::session::WorkerCore;
 use crate::topology::{
     COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, REPLIES_EXCHANGE, RETRIES_EXCHANGE,
@@ -290,13 +292,12 @@ impl<H: Handler> Processor<'_, H> {
                 let action = decide(fact, attempts, &self.core.settings.retry);
                 return Box::pin(self.carry_out(delivery, attributes, hop, action, attempts)).await;
             }
-            encoded.push((
-                output,
-                exchange,
-                routing_key,
-                body,
-                properties_of(&envelope),
-            ));
+            let properties = if exchange == REPLIES_EXCHANGE {
+                outcome_properties_of(&envelope, routing_key)
+            } else {
+                properties_of(&envelope)
+            };
+            encoded.push((output, exchange, routing_key, body, properties));
         }
         let mut pending = Vec::with_capacity(encoded.len());
         for (output, exchange, routing_key, body, properties) in encoded {
@@ -526,7 +527,7 @@ impl<H: Handler> Processor<'_, H> {
                 REPLIES_EXCHANGE,
                 reply_to,
                 &body,
-                properties_of(&envelope),
+                outcome_properties_of(&envelope, reply_to),
                 false,
             )
             .await

@@ -25,10 +25,30 @@ use crate::connection::{CLOSE_TIMEOUT, SETUP_TIMEOUT, close_connection, connect}
 use crate::delivery::{ack_within, decode_delivery, salvage};
 use crate::error::RuntimeError;
 use crate::publisher::{PendingConfirm, Publisher};
-use crate::topology::{declare_exchanges, declare_reply_queue, new_reply_queue_name};
+use crate::topology::{
+    declare_exchanges, declare_reply_queue, new_reply_queue_name, new_resend_reply_queue_name,
+};
 
 /// How long the broker keeps a reply queue nobody consumes.
 const REPLY_QUEUE_EXPIRY_MS: u32 = 10 * 60 * 1000;
+
+/// How an originator gets an outcome that a broker restart lost.
+///
+/// Either way a request gets its outcome as long as the originator lives; they differ in
+/// who does the work. docs/reliability.md and docs/performance.md compare them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutcomeRecovery {
+    /// The broker keeps outcomes: they are persistent, and each is acked once read. For
+    /// an originator that does not re-send (the default).
+    #[default]
+    BrokerKeeps,
+    /// The originator re-sends: outcomes are transient and read without acks, and after
+    /// every [`Originator::reconnect`] the originator sends again, under the same message
+    /// ids, every request it has no outcome for (workers' inboxes make the repeat
+    /// harmless; the originator drops the duplicate outcomes). The broker does less
+    /// work per round trip: it writes no outcome to disk and takes no acks.
+    OriginatorResends,
+}
 
 /// A connection that sends requests and owns one reply queue.
 ///
@@ -47,6 +67,7 @@ pub struct Originator {
     consume_channel: Channel,
     reply_queue: String,
     consumer: Consumer,
+    recovery: OutcomeRecovery,
 }
 
 /// One outcome read from the reply queue.
@@ -256,12 +277,37 @@ impl Originator {
         prefetch: u16,
         setup_timeout: Duration,
     ) -> Result<Self, RuntimeError> {
+        Self::connect_with(
+            settings,
+            connection_name,
+            prefetch,
+            setup_timeout,
+            OutcomeRecovery::BrokerKeeps,
+        )
+        .await
+    }
+
+    /// Like [`Originator::connect_within`], with outcomes recovered as `recovery` says.
+    /// With [`OutcomeRecovery::OriginatorResends`] the caller must send again every
+    /// request still waiting after each [`Originator::reconnect`].
+    pub async fn connect_with(
+        settings: &Settings,
+        connection_name: &str,
+        prefetch: u16,
+        setup_timeout: Duration,
+        recovery: OutcomeRecovery,
+    ) -> Result<Self, RuntimeError> {
+        let reply_queue = match recovery {
+            OutcomeRecovery::BrokerKeeps => new_reply_queue_name(),
+            OutcomeRecovery::OriginatorResends => new_resend_reply_queue_name(),
+        };
         Self::open(
             settings,
             connection_name,
             prefetch,
             setup_timeout,
-            new_reply_queue_name(),
+            reply_queue,
+            recovery,
         )
         .await
     }
@@ -275,6 +321,7 @@ impl Originator {
             self.prefetch,
             self.setup_timeout,
             self.reply_queue.clone(),
+            self.recovery,
         )
         .await?;
         let stale = std::mem::replace(self, fresh);
@@ -288,6 +335,7 @@ impl Originator {
         prefetch: u16,
         setup_timeout: Duration,
         reply_queue: String,
+        recovery: OutcomeRecovery,
     ) -> Result<Self, RuntimeError> {
         let set_up = Self::set_up(
             settings,
@@ -295,6 +343,7 @@ impl Originator {
             prefetch,
             setup_timeout,
             reply_queue,
+            recovery,
         );
         tokio::time::timeout(setup_timeout, set_up)
             .await
@@ -307,6 +356,7 @@ impl Originator {
         prefetch: u16,
         setup_timeout: Duration,
         reply_queue: String,
+        recovery: OutcomeRecovery,
     ) -> Result<Self, RuntimeError> {
         let connection = connect(&settings.amqp, connection_name).await?;
         let publisher = Publisher::open(&connection, settings.amqp.confirm_timeout()).await?;
@@ -316,11 +366,15 @@ impl Originator {
         consume_channel
             .basic_qos(prefetch.max(1), BasicQosOptions::default())
             .await?;
+        let options = BasicConsumeOptions {
+            no_ack: recovery == OutcomeRecovery::OriginatorResends,
+            ..BasicConsumeOptions::default()
+        };
         let consumer = consume_channel
             .basic_consume(
                 reply_queue.as_str().into(),
                 "".into(),
-                BasicConsumeOptions::default(),
+                options,
                 FieldTable::default(),
             )
             .await?;
@@ -334,7 +388,13 @@ impl Originator {
             consume_channel,
             reply_queue,
             consumer,
+            recovery,
         })
+    }
+
+    /// How this originator recovers outcomes a broker restart lost.
+    pub fn recovery(&self) -> OutcomeRecovery {
+        self.recovery
     }
 
     /// The reply queue's name, to put in a request's `replyto`.
@@ -381,7 +441,12 @@ impl Originator {
     /// bounded by `amqp.confirm_timeout_ms`. An error means the connection is gone (or
     /// `position` is from one before the last [`Originator::reconnect`]): reconnect, and
     /// the unacked outcomes come again.
+    /// With [`OutcomeRecovery::OriginatorResends`] outcomes are read without acks, and
+    /// this does nothing.
     pub async fn ack_up_to(&self, position: &OutcomePosition) -> Result<(), RuntimeError> {
+        if self.recovery == OutcomeRecovery::OriginatorResends {
+            return Ok(());
+        }
         ack_within(&position.acker, true, self.publisher.confirm_timeout()).await
     }
 
@@ -389,7 +454,9 @@ impl Originator {
     /// connection or the consumer is gone: [`Originator::reconnect`].
     pub async fn next_outcome(&mut self) -> Result<Outcome, RuntimeError> {
         let (outcome, position) = self.next_raw_outcome().await?.decode();
-        ack_within(&position.acker, false, self.publisher.confirm_timeout()).await?;
+        if self.recovery == OutcomeRecovery::BrokerKeeps {
+            ack_within(&position.acker, false, self.publisher.confirm_timeout()).await?;
+        }
         Ok(outcome)
     }
 

@@ -18,6 +18,9 @@ use crate::headers::short_string;
 /// AMQP `delivery_mode` for a message the broker writes to disk.
 const PERSISTENT: u8 = 2;
 
+/// AMQP `delivery_mode` for a message the broker keeps in memory only.
+const TRANSIENT: u8 = 1;
+
 /// A channel in confirm mode, for publishing.
 #[derive(Clone)]
 pub struct Publisher {
@@ -186,6 +189,18 @@ impl Publisher {
     }
 }
 
+/// The properties of an outcome to reply queue `reply_to`: [`properties_of`], transient
+/// when its originator re-sends what a broker restart loses
+/// ([`crate::topology::outcomes_are_transient`]).
+pub fn outcome_properties_of<D>(envelope: &Envelope<D>, reply_to: &str) -> BasicProperties {
+    let properties = properties_of(envelope);
+    if crate::topology::outcomes_are_transient(reply_to) {
+        properties.with_delivery_mode(TRANSIENT)
+    } else {
+        properties
+    }
+}
+
 /// The AMQP properties that mirror an envelope's attributes, so broker tools see them.
 ///
 /// They are a mirror: an attribute too long for its property (over 255 bytes, which
@@ -280,6 +295,37 @@ mod tests {
         assert_eq!(*properties.app_id(), None);
         assert_eq!(*properties.reply_to(), None);
         assert!(properties.message_id().is_some());
+    }
+
+    #[test]
+    fn outcomes_are_transient_to_a_resending_originator_and_persistent_otherwise() {
+        use crate::topology::{new_reply_queue_name, new_resend_reply_queue_name};
+        use warren_messages::EchoReplied;
+
+        let payload: EchoRequest = serde_json::from_str(r#"{"n":1}"#).expect("payload");
+        let result: EchoReplied = serde_json::from_str(r#"{"n":1}"#).expect("result");
+        for (reply_queue, delivery_mode) in [
+            (new_resend_reply_queue_name(), TRANSIENT),
+            (new_reply_queue_name(), PERSISTENT),
+        ] {
+            let mut request =
+                OutgoingEnvelope::request("/warren/test", &payload).expect("envelope");
+            request.attributes.replyto = Some(reply_queue.clone());
+            let outcome = OutgoingEnvelope::child_of(&request.attributes, "/warren/echo", &result)
+                .expect("outcome");
+            let properties = outcome_properties_of(&outcome, &reply_queue);
+            assert_eq!(
+                *properties.delivery_mode(),
+                Some(delivery_mode),
+                "{reply_queue}"
+            );
+            // The delivery mode is the only difference from any other message's.
+            assert_eq!(
+                properties,
+                properties_of(&outcome).with_delivery_mode(delivery_mode),
+                "{reply_queue}"
+            );
+        }
     }
 
     #[test]

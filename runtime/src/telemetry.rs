@@ -24,6 +24,7 @@ use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+use crate::batched_writer::{BatchedGuard, BatchedWriter};
 use crate::config::{LogFormat, LogSettings};
 
 /// The target of the line each worker writes per message handled.
@@ -39,12 +40,14 @@ const BUFFERED_LINES: usize = 8_192;
 #[must_use = "dropping the guard stops the log writers"]
 pub struct LogGuard {
     _writers: Vec<WorkerGuard>,
+    _file: Option<BatchedGuard>,
 }
 
 /// Installs the global subscriber for the process `name` (a worker's name: it names
 /// its log files and fills every file line's `worker`).
 pub fn init(settings: &LogSettings, name: &'static str) -> LogGuard {
     let mut guards = Vec::new();
+    let mut file_guard = None;
     let stderr = off_thread(std::io::stderr(), &mut guards);
     let filter = |message_lines: &str| {
         let mut directives = settings.filter.clone();
@@ -67,11 +70,21 @@ pub fn init(settings: &LogSettings, name: &'static str) -> LogGuard {
             },
         )
         .flatten()
-        .map(|file| {
+        .and_then(|file| match BatchedWriter::start(file, name) {
+            Ok((writer, guard)) => {
+                file_guard = Some(guard);
+                Some(writer)
+            }
+            Err(error) => {
+                eprintln!("warren-{name}: no log file: cannot start its writer: {error}");
+                None
+            }
+        })
+        .map(|writer| {
             tracing_subscriber::fmt::layer()
                 .fmt_fields(JsonFields::new())
                 .event_format(FileLine { worker: name })
-                .with_writer(off_thread(file, &mut guards))
+                .with_writer(writer)
                 .with_filter(filter("info"))
         });
     let registry = tracing_subscriber::registry().with(file);
@@ -96,7 +109,10 @@ pub fn init(settings: &LogSettings, name: &'static str) -> LogGuard {
             )
             .try_init(),
     };
-    LogGuard { _writers: guards }
+    LogGuard {
+        _writers: guards,
+        _file: file_guard,
+    }
 }
 
 /// `writer` behind a thread of its own, with a bounded buffer.
@@ -116,8 +132,8 @@ fn off_thread<W: io::Write + Send + 'static>(
 /// are counted: worker names hold no `.`, so `<worker>.` and a date name them alone (the
 /// appender's own pruning would count `orders-archive.…` among `orders`' files).
 struct DailyFile {
-    /// Buffered: the log's writer thread flushes whenever it has written all it was
-    /// given, so a busy worker writes many lines per system call, and always whole lines.
+    /// Buffered: the log's writer thread writes a batch of whole lines at a time and
+    /// flushes after each ([`crate::batched_writer`]).
     appender: io::BufWriter<RollingFileAppender>,
     dir: PathBuf,
     worker: &'static str,

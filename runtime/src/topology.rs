@@ -84,6 +84,24 @@ pub fn new_reply_queue_name() -> String {
     format!("{REPLY_QUEUE_PREFIX}{}", uuid::Uuid::new_v4())
 }
 
+/// The start of the name of a reply queue whose originator re-sends every request it
+/// has no outcome for after a reconnect (`OutcomeRecovery::OriginatorResends`): workers
+/// publish its outcomes transient, so the broker does not write them to disk; an
+/// outcome a broker restart loses is asked for again.
+pub const RESEND_REPLY_QUEUE_PREFIX: &str = "warren.reply.resend.";
+
+/// A fresh name of a reply queue whose originator re-sends.
+pub fn new_resend_reply_queue_name() -> String {
+    format!("{RESEND_REPLY_QUEUE_PREFIX}{}", uuid::Uuid::new_v4())
+}
+
+/// Whether outcomes to reply queue `name` are published transient: its originator
+/// re-sends what a broker restart lost.
+#[inline]
+pub fn outcomes_are_transient(name: &str) -> bool {
+    name.starts_with(RESEND_REPLY_QUEUE_PREFIX)
+}
+
 /// Whether `name` may receive outcomes: a reply queue name of at most 255 bytes made of
 /// letters, digits, `.`, `-`, `_` and `:`.
 pub fn is_valid_reply_queue(name: &str) -> bool {

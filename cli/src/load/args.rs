@@ -64,6 +64,12 @@ pub struct LoadArgs {
     /// Ask every hop for progress notes (`dev.warren.progress.v1`); they are counted.
     #[arg(long)]
     pub progress: bool,
+    /// Have the broker keep every outcome (persistent, acked) rather than send again
+    /// the requests a reconnect left without one; more broker work per request
+    /// (docs/reliability.md, "Outcome recovery"). Only a closed loop (--inflight)
+    /// re-sends: the other shapes always have the broker keep outcomes.
+    #[arg(long)]
+    pub durable_outcomes: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,

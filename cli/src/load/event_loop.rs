@@ -12,7 +12,7 @@ use futures_util::stream::FuturesUnordered;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jiff::Timestamp;
 use tokio::time::Instant;
-use warren_runtime::{Originator, RuntimeError, Settings};
+use warren_runtime::{Originator, OutcomeRecovery, RuntimeError, Settings};
 
 use super::args::LoadArgs;
 use super::plot::render_plot;
@@ -59,10 +59,16 @@ pub async fn run(settings: &Settings, args: LoadArgs) -> anyhow::Result<ExitCode
         ),
         None => None,
     };
-    let mut originator =
-        Originator::connect_within(settings, "warren-cli load", REPLY_PREFETCH, args.timeout)
-            .await
-            .context("cannot connect to the broker")?;
+    let recovery = outcome_recovery(&args, shape);
+    let mut originator = Originator::connect_with(
+        settings,
+        "warren-cli load",
+        REPLY_PREFETCH,
+        args.timeout,
+        recovery,
+    )
+    .await
+    .context("cannot connect to the broker")?;
     let mut requests = Requests::new(
         &args.message_type,
         &data,
@@ -118,7 +124,7 @@ pub async fn run(settings: &Settings, args: LoadArgs) -> anyhow::Result<ExitCode
                 for _ in 0..run.due_now(now, room) {
                     let id = requests.new_id();
                     let envelope = requests.envelope(id, deadline, timestamp);
-                    run.record_made(id.as_u128(), now);
+                    run.record_made(id.as_u128(), deadline, now);
                     let publisher = publisher.clone();
                     publishing.push(publish_request(publisher, requests.exchange, envelope, id));
                 }
@@ -184,7 +190,14 @@ pub async fn run(settings: &Settings, args: LoadArgs) -> anyhow::Result<ExitCode
         return Ok(unroutable(&args.message_type));
     }
 
-    let summary = Summary::of(run, &args, envelope_bytes, data.get().len(), ended);
+    let summary = Summary::of(
+        run,
+        &args,
+        envelope_bytes,
+        data.get().len(),
+        recovery,
+        ended,
+    );
     if args.json {
         let mut out = std::io::stdout().lock();
         serde_json::to_writer(&mut out, &summary)?;
@@ -210,6 +223,17 @@ pub async fn run(settings: &Settings, args: LoadArgs) -> anyhow::Result<ExitCode
     ))
 }
 
+/// How the run gets outcomes a broker restart lost: a closed loop re-sends what it
+/// still waits for (at most its in-flight window), unless `--durable-outcomes`; the
+/// other shapes may wait for any number of requests, so the broker keeps their
+/// outcomes rather than a reconnect sending them all again.
+fn outcome_recovery(args: &LoadArgs, shape: Shape) -> OutcomeRecovery {
+    match shape {
+        Shape::Inflight { .. } if !args.durable_outcomes => OutcomeRecovery::OriginatorResends,
+        _ => OutcomeRecovery::BrokerKeeps,
+    }
+}
+
 /// After an error: reconnects, and collects the publishes the broker did not confirm.
 async fn recover<F: Future<Output = Published>>(
     error: &RuntimeError,
@@ -228,6 +252,12 @@ async fn recover<F: Future<Output = Published>>(
         // Their errors are the one being recovered from.
         let _ = run.record_published(published, Instant::now(), publishing.len());
     }
+    // Outcomes are transient: any may have been lost with the connection (read but
+    // not yet handed over) or the broker (restarted), so every request without one is
+    // sent again; duplicates of the outcomes that were not lost are dropped.
+    if originator.recovery() == OutcomeRecovery::OriginatorResends {
+        run.send_all_waiting_again();
+    }
     Ok(())
 }
 
@@ -242,4 +272,38 @@ fn progress_bar(messages: u64) -> ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::args::parse_args;
+    use super::*;
+
+    #[test]
+    fn only_a_closed_loop_re_sends_and_only_unless_told_to_keep() {
+        let recovery = |args: &[&str]| {
+            let args = parse_args(args).expect("valid arguments");
+            let shape = Shape::of(&args).expect("a shape");
+            outcome_recovery(&args, shape)
+        };
+        assert_eq!(
+            recovery(&["--inflight", "10"]),
+            OutcomeRecovery::OriginatorResends
+        );
+        assert_eq!(
+            recovery(&["--inflight", "10", "--durable-outcomes"]),
+            OutcomeRecovery::BrokerKeeps
+        );
+        for open_loop in [
+            &["--prefill"][..],
+            &["--rate", "100"],
+            &["--burst", "10", "--interval", "1s"],
+        ] {
+            assert_eq!(
+                recovery(open_loop),
+                OutcomeRecovery::BrokerKeeps,
+                "{open_loop:?}"
+            );
+        }
+    }
 }

@@ -154,7 +154,14 @@ mod tests {
         );
         run.counts.results = 3;
         let ended = run.started + Duration::from_secs(2);
-        let mut summary = Summary::of(run, &args, 300, 2, ended);
+        let mut summary = Summary::of(
+            run,
+            &args,
+            300,
+            2,
+            warren_runtime::OutcomeRecovery::OriginatorResends,
+            ended,
+        );
         summary.per_second = buckets;
         summary
     }

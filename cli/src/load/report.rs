@@ -6,6 +6,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::time::Instant;
+use warren_runtime::OutcomeRecovery;
 
 use super::args::LoadArgs;
 use super::run_state::Run;
@@ -79,6 +80,10 @@ pub(super) struct Summary {
     pub(super) progress: u64,
     pub(super) republished: u64,
     pub(super) reconnects: u64,
+    /// How an outcome lost with a broker restart comes back: `originator_resends`
+    /// (transient outcomes; every request still waiting is sent again after a
+    /// reconnect) or `broker_keeps` (`--durable-outcomes`).
+    pub(super) outcome_recovery: &'static str,
     pub(super) latency_ms: Latency,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) latency_uncorrected_ms: Option<Latency>,
@@ -93,6 +98,7 @@ impl Summary {
         args: &LoadArgs,
         envelope_bytes: usize,
         data_bytes: usize,
+        recovery: OutcomeRecovery,
         ended: Instant,
     ) -> Summary {
         let started = run.started;
@@ -137,6 +143,10 @@ impl Summary {
             progress: run.counts.progress,
             republished: run.counts.republished,
             reconnects: run.counts.reconnects,
+            outcome_recovery: match recovery {
+                OutcomeRecovery::BrokerKeeps => "broker_keeps",
+                OutcomeRecovery::OriginatorResends => "originator_resends",
+            },
             latency_ms: Latency::of(&run.latency),
             latency_uncorrected_ms: run.uncorrected.as_ref().map(Latency::of),
             prefill,
@@ -191,6 +201,16 @@ impl Summary {
             out,
             "  {:<12}{} duplicates, {} late, {} unreadable, {} reconnects, {} published again",
             "also", self.duplicates, self.late, self.unreadable, self.reconnects, self.republished
+        );
+        let _ = writeln!(
+            out,
+            "  {:<12}{}",
+            "recovery",
+            if self.outcome_recovery == "broker_keeps" {
+                "the broker keeps outcomes (persistent, acked)"
+            } else {
+                "outcomes transient; what a reconnect leaves unanswered is sent again"
+            }
         );
         let _ = writeln!(
             out,

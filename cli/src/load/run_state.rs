@@ -62,6 +62,8 @@ struct Sent {
     latency_from: Instant,
     /// When it was first published; it times out `--timeout` after.
     published: Instant,
+    /// Its deadline, which it keeps when it is sent again.
+    deadline: Option<Timestamp>,
 }
 
 /// The run's counters.
@@ -175,11 +177,12 @@ impl Run {
         }
     }
 
-    /// Records request `id`, made and handed to the publisher at `now`.
-    pub(super) fn record_made(&mut self, id: u128, now: Instant) {
+    /// Records request `id` with `deadline`, made and handed to the publisher at `now`.
+    pub(super) fn record_made(&mut self, id: u128, deadline: Option<Timestamp>, now: Instant) {
         let sent = Sent {
             latency_from: latency_start(self.due_at(self.made), now),
             published: now,
+            deadline,
         };
         self.made += 1;
         self.in_flight.insert(id, sent);
@@ -286,6 +289,16 @@ impl Run {
         self.in_flight.len()
     }
 
+    /// After a reconnect of an originator that re-sends: every request still waiting, to
+    /// be sent again (in place of the unconfirmed ones, which are among them).
+    pub(super) fn send_all_waiting_again(&mut self) {
+        self.to_publish_again = self
+            .in_flight
+            .iter()
+            .map(|(id, sent)| (Uuid::from_u128(*id), sent.deadline))
+            .collect();
+    }
+
     /// Whether request `id` still waits for its outcome.
     pub(super) fn is_waiting_for(&self, id: u128) -> bool {
         self.in_flight.contains_key(&id)
@@ -324,7 +337,7 @@ mod tests {
         let due = run.due_now(stalled_until, PUBLISH_WINDOW);
         assert_eq!(due, 101, "requests 0 to 100 are due after 100 ms");
         for index in 0..due {
-            run.record_made(index as u128, stalled_until);
+            run.record_made(index as u128, None, stalled_until);
         }
         assert_eq!(run.next_due(), Some(started + Duration::from_millis(101)));
         let answered = stalled_until + Duration::from_millis(1);
@@ -359,7 +372,7 @@ mod tests {
             "the confirm window bounds it too"
         );
         for id in 0..3 {
-            run.record_made(id, started);
+            run.record_made(id, None, started);
         }
         assert!(!run.wants_to_publish(PUBLISH_WINDOW));
         run.record_outcome(1, false, started + Duration::from_millis(5));
@@ -373,7 +386,7 @@ mod tests {
         let timeout = Duration::from_secs(1);
         let mut run = Run::new(Shape::Prefill, 3, timeout, started);
         for id in 0..3 {
-            run.record_made(id, started);
+            run.record_made(id, None, started);
         }
         run.record_outcome(0, false, started + Duration::from_millis(10));
         run.record_outcome(0, false, started + Duration::from_millis(11));
