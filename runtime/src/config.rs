@@ -44,12 +44,22 @@ pub struct AmqpSettings {
     pub heartbeat_secs: u16,
     /// How long a publish may wait for its confirm, in milliseconds.
     pub confirm_timeout_ms: u64,
+    /// TLS for an `amqps://` URL: whom to trust, who we are, and whether plain AMQP is
+    /// allowed at all.
+    pub tls: TlsSettings,
 }
 
 impl AmqpSettings {
     /// The URL with its password replaced by `***`, safe to log.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
+    }
+
+    /// Whether the URL asks for TLS (`amqps://`); false for a URL that does not parse.
+    pub fn uses_tls(&self) -> bool {
+        self.url
+            .parse::<lapin::uri::AMQPUri>()
+            .is_ok_and(|uri| uri.scheme == lapin::uri::AMQPScheme::AMQPS)
     }
 
     /// How long a publish may wait for its confirm.
@@ -64,8 +74,103 @@ impl fmt::Debug for AmqpSettings {
             .field("url", &self.redacted_url())
             .field("heartbeat_secs", &self.heartbeat_secs)
             .field("confirm_timeout_ms", &self.confirm_timeout_ms)
+            .field("tls", &self.tls)
             .finish()
     }
+}
+
+/// TLS to the broker (`[amqp.tls]`), used when the URL is `amqps://`. It sits under
+/// `[amqp]` because it is part of the broker connection: whatever holds the
+/// [`AmqpSettings`] a connection is opened with has its TLS settings too.
+///
+/// Only paths are held here, never a file's content, so the settings may be logged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file of the certificate authorities trusted for the broker's certificate, in
+    /// addition to the system's roots; empty for the system's roots alone.
+    pub ca_file: PathBuf,
+    /// PEM file of the certificate (chain) presented to the broker; empty for none. Set
+    /// together with `client_key_file`.
+    pub client_cert_file: PathBuf,
+    /// PEM file of the private key of `client_cert_file` (PKCS#8, PKCS#1 or SEC1, not
+    /// encrypted); empty for none.
+    pub client_key_file: PathBuf,
+    /// Whether a URL that is not `amqps://` is refused at start-up.
+    pub required: bool,
+}
+
+impl TlsSettings {
+    /// Whether a client certificate is configured (both files are, or validation failed).
+    pub fn has_client_identity(&self) -> bool {
+        !self.client_cert_file.as_os_str().is_empty()
+    }
+
+    /// Checks the files: each one set is readable and holds what it should. The error
+    /// names the setting and the path, never a key's content.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if !self.ca_file.as_os_str().is_empty()
+            && let Err(reason) = read_pem_certificates(&self.ca_file)
+        {
+            return invalid("amqp.tls.ca_file", reason);
+        }
+        match (
+            self.client_cert_file.as_os_str().is_empty(),
+            self.client_key_file.as_os_str().is_empty(),
+        ) {
+            (true, true) => Ok(()),
+            (false, true) => invalid(
+                "amqp.tls.client_key_file",
+                "must be set when amqp.tls.client_cert_file is (both or neither)".to_owned(),
+            ),
+            (true, false) => invalid(
+                "amqp.tls.client_cert_file",
+                "must be set when amqp.tls.client_key_file is (both or neither)".to_owned(),
+            ),
+            (false, false) => {
+                if let Err(reason) = read_pem_certificates(&self.client_cert_file) {
+                    return invalid("amqp.tls.client_cert_file", reason);
+                }
+                if let Err(reason) = read_pem_private_key(&self.client_key_file) {
+                    return invalid("amqp.tls.client_key_file", reason);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The text of the PEM file `path`, with at least one certificate that parses.
+pub(crate) fn read_pem_certificates(path: &std::path::Path) -> Result<String, String> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let certificates = CertificateDer::pem_slice_iter(text.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("{} is not valid PEM: {error}", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(text)
+}
+
+/// The bytes of the PEM file `path`, which holds a private key. A parse error is not
+/// quoted: it could show part of the key.
+pub(crate) fn read_pem_private_key(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use rustls_pki_types::{PrivateKeyDer, pem::PemObject};
+    let bytes =
+        std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    if PrivateKeyDer::from_pem_slice(&bytes).is_err() {
+        return Err(format!(
+            "{} holds no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1)",
+            path.display()
+        ));
+    }
+    Ok(bytes)
 }
 
 /// How a worker consumes.
@@ -292,6 +397,17 @@ impl Settings {
                 ),
             });
         }
+        if self.amqp.tls.required && !self.amqp.uses_tls() {
+            return Err(ConfigError::Invalid {
+                key: "amqp.tls.required",
+                reason: format!(
+                    "is true, so the broker URL must be amqps://, and {:?} is not: plain AMQP \
+                     would send the password and every message unencrypted",
+                    self.amqp.redacted_url()
+                ),
+            });
+        }
+        self.amqp.tls.validate()?;
         if self.amqp.heartbeat_secs == 0 {
             return invalid(
                 "amqp.heartbeat_secs",
@@ -539,6 +655,146 @@ mod tests {
             )),
             "retry.max_delay_ms"
         );
+    }
+
+    /// A folder of PEM files for one test, removed when dropped.
+    struct PemFolder(PathBuf);
+
+    impl PemFolder {
+        fn new() -> PemFolder {
+            let path = std::env::temp_dir().join(format!("warren-config-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&path).expect("a temp folder");
+            let key = rcgen::KeyPair::generate().expect("a key");
+            let certificate = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+                .expect("parameters")
+                .self_signed(&key)
+                .expect("a certificate");
+            std::fs::write(path.join("cert.pem"), certificate.pem()).expect("cert.pem");
+            std::fs::write(path.join("key.pem"), key.serialize_pem()).expect("key.pem");
+            std::fs::write(path.join("not-pem.txt"), "SECRET-LOOKING TEXT\n").expect("text");
+            PemFolder(path)
+        }
+
+        fn file(&self, name: &str) -> String {
+            self.0.join(name).display().to_string()
+        }
+    }
+
+    impl Drop for PemFolder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn tls_defaults_to_the_systems_roots_and_no_client_certificate() {
+        let settings = load(&[], &Overrides::default()).expect("defaults");
+        let tls = &settings.amqp.tls;
+        assert!(tls.ca_file.as_os_str().is_empty());
+        assert!(!tls.has_client_identity());
+        assert!(tls.client_key_file.as_os_str().is_empty());
+        assert!(!tls.required);
+        assert!(!settings.amqp.uses_tls());
+    }
+
+    #[test]
+    fn tls_required_refuses_a_plain_url() {
+        let required = ("WARREN_AMQP__TLS__REQUIRED", "true");
+        let error = load(&[required], &Overrides::default()).expect_err("plain URL");
+        assert_eq!(
+            rejected_key(load(&[required], &Overrides::default())),
+            "amqp.tls.required"
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains("amqps://") && !text.contains("guest:guest"),
+            "{text}"
+        );
+        let from_flag = Overrides {
+            amqp_url: Some("amqp://flag:5672/%2f".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            rejected_key(load(&[required], &from_flag)),
+            "amqp.tls.required"
+        );
+        let settings = load(
+            &[required, ("WARREN_AMQP_URL", "amqps://u:p@broker:5671/%2f")],
+            &Overrides::default(),
+        )
+        .expect("an amqps:// URL");
+        assert!(settings.amqp.tls.required && settings.amqp.uses_tls());
+    }
+
+    #[test]
+    fn tls_files_are_read_and_checked_at_start_up() {
+        let folder = PemFolder::new();
+        let (cert, key, text) = (
+            folder.file("cert.pem"),
+            folder.file("key.pem"),
+            folder.file("not-pem.txt"),
+        );
+        let settings = load(
+            &[
+                ("WARREN_AMQP__TLS__CA_FILE", cert.as_str()),
+                ("WARREN_AMQP__TLS__CLIENT_CERT_FILE", cert.as_str()),
+                ("WARREN_AMQP__TLS__CLIENT_KEY_FILE", key.as_str()),
+            ],
+            &Overrides::default(),
+        )
+        .expect("valid files");
+        assert_eq!(settings.amqp.tls.ca_file, PathBuf::from(&cert));
+        assert!(settings.amqp.tls.has_client_identity());
+        // Paths may be logged; the key's content never is.
+        let debug = format!("{settings:?}");
+        assert!(
+            debug.contains(&key) && !debug.contains("PRIVATE KEY"),
+            "{debug}"
+        );
+
+        let missing = folder.file("missing.pem");
+        for (environment, expected) in [
+            (
+                vec![("WARREN_AMQP__TLS__CA_FILE", missing.as_str())],
+                "amqp.tls.ca_file",
+            ),
+            (
+                vec![("WARREN_AMQP__TLS__CA_FILE", text.as_str())],
+                "amqp.tls.ca_file",
+            ),
+            (
+                vec![("WARREN_AMQP__TLS__CA_FILE", key.as_str())],
+                "amqp.tls.ca_file",
+            ),
+            (
+                vec![("WARREN_AMQP__TLS__CLIENT_CERT_FILE", cert.as_str())],
+                "amqp.tls.client_key_file",
+            ),
+            (
+                vec![("WARREN_AMQP__TLS__CLIENT_KEY_FILE", key.as_str())],
+                "amqp.tls.client_cert_file",
+            ),
+            (
+                vec![
+                    ("WARREN_AMQP__TLS__CLIENT_CERT_FILE", key.as_str()),
+                    ("WARREN_AMQP__TLS__CLIENT_KEY_FILE", key.as_str()),
+                ],
+                "amqp.tls.client_cert_file",
+            ),
+            (
+                vec![
+                    ("WARREN_AMQP__TLS__CLIENT_CERT_FILE", cert.as_str()),
+                    ("WARREN_AMQP__TLS__CLIENT_KEY_FILE", text.as_str()),
+                ],
+                "amqp.tls.client_key_file",
+            ),
+        ] {
+            let result = load(&environment, &Overrides::default());
+            if let Err(error) = &result {
+                assert!(!error.to_string().contains("SECRET"), "{error}");
+            }
+            assert_eq!(rejected_key(result), expected, "{environment:?}");
+        }
     }
 
     #[test]

@@ -8,6 +8,11 @@ pub enum RuntimeError {
     /// The broker connection or a channel failed.
     #[error("AMQP error: {0}")]
     Amqp(#[from] lapin::Error),
+    /// TLS with the broker failed: its certificate is not trusted (see
+    /// `amqp.tls.ca_file`) or does not name the URL's host, or it refused ours (or our
+    /// lack of one). The text says which, and the settings to check.
+    #[error("TLS with the broker failed, a certificate problem: {0}")]
+    Tls(String),
     /// The settings are invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),

@@ -608,7 +608,9 @@ fn ephemeral_port_start() -> u16 {
 
 /// A TCP port on 127.0.0.1 that nothing listens on now and that is not in `taken`:
 /// chosen at random below the ephemeral range, checked by binding it and letting go.
-fn free_port(taken: &[u16]) -> u16 {
+/// Also for a listener of a node's own beyond AMQP (e.g. TLS, set by
+/// [`NodeOptions::config_line`]).
+pub fn free_port(taken: &[u16]) -> u16 {
     let highest = ephemeral_port_start().saturating_sub(1);
     if highest > LOWEST_PORT {
         let span = u128::from(highest - LOWEST_PORT) + 1;
