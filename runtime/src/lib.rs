@@ -28,7 +28,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod topology;
 
-pub use config::{ConfigError, Overrides, Settings};
+pub use config::{AMQP_URL_VARIABLES, ConfigError, Overrides, Settings};
 pub use connection::{
     CLOSE_TIMEOUT, SETUP_TIMEOUT, close_channel, close_connection, connect, reconnect_delays,
 };

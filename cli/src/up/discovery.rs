@@ -40,6 +40,8 @@ pub struct WorkerProgram {
     pub arguments: Vec<OsString>,
     /// Variables set for it, on top of what `warren up` has.
     pub environment: Vec<(OsString, OsString)>,
+    /// Variables of `warren up`'s own environment it does not inherit.
+    pub removed_environment: Vec<OsString>,
 }
 
 /// The folder of the running `warren` executable: where the worker binaries live in
@@ -137,11 +139,13 @@ pub fn select_workers(
         .collect()
 }
 
-/// What to run for each worker: `--prefetch N` when given, and `environment` for all.
+/// What to run for each worker: `--prefetch N` when given, and `environment` for all,
+/// without the variables `removed_environment` of `warren up`'s own.
 pub fn worker_programs(
     workers: Vec<FoundWorker>,
     prefetch: Option<u16>,
     environment: &[(OsString, OsString)],
+    removed_environment: &[OsString],
 ) -> Vec<WorkerProgram> {
     let mut arguments = Vec::new();
     if let Some(prefetch) = prefetch {
@@ -155,6 +159,7 @@ pub fn worker_programs(
             binary_path: worker.binary_path,
             arguments: arguments.clone(),
             environment: environment.to_vec(),
+            removed_environment: removed_environment.to_vec(),
         })
         .collect()
 }
@@ -300,7 +305,7 @@ mod tests {
             OsString::from("WARREN_SUPERVISOR_PID"),
             OsString::from("42"),
         )];
-        let programs = worker_programs(found, Some(12), &environment);
+        let programs = worker_programs(found, Some(12), &environment, &[]);
         assert_eq!(programs.len(), 2);
         assert_eq!(programs[1].worker_name, "tally");
         for program in &programs {
@@ -314,7 +319,9 @@ mod tests {
             }],
             None,
             &[],
+            &[OsString::from("WARREN_AMQP_URL_FILE")],
         );
         assert!(no_prefetch[0].arguments.is_empty());
+        assert_eq!(no_prefetch[0].removed_environment, ["WARREN_AMQP_URL_FILE"]);
     }
 }

@@ -133,6 +133,7 @@ mod tests {
             binary_path: PathBuf::from(format!("/bin/warren-{name}")),
             arguments: Vec::new(),
             environment: Vec::new(),
+            removed_environment: Vec::new(),
         }
     }
 

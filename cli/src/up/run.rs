@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 use warren_ops::local_broker::LocalBrokerError;
 use warren_runtime::shutdown::SUPERVISOR_PID_VARIABLE;
-use warren_runtime::{Overrides, Settings};
+use warren_runtime::{AMQP_URL_VARIABLES, Overrides, Settings};
 
 use super::backoff::BackoffPolicy;
 use super::broker::{self, BrokerOptions, FleetBroker};
@@ -35,15 +35,8 @@ pub async fn run(args: UpArgs, overrides: &Overrides) -> anyhow::Result<ExitCode
     };
     let found = find_workers(&binary_directory)?;
     let workers = select_workers(found, args.only.as_ref(), &binary_directory)?;
-    let mut environment = vec![(
-        OsString::from(SUPERVISOR_PID_VARIABLE),
-        OsString::from(std::process::id().to_string()),
-    )];
-    if let Some(amqp_url) = &overrides.amqp_url {
-        // In the environment rather than as a flag: no password on a command line.
-        environment.push((OsString::from("WARREN_AMQP_URL"), OsString::from(amqp_url)));
-    }
-    let mut programs = worker_programs(workers, args.prefetch, &environment);
+    let (environment, removed_environment) = worker_environment(overrides);
+    let mut programs = worker_programs(workers, args.prefetch, &environment, &removed_environment);
 
     let run_folder = RunFolder::from_environment()?;
     // A log folder of the user's own choosing stays theirs.
@@ -195,6 +188,34 @@ pub async fn run(args: UpArgs, overrides: &Overrides) -> anyhow::Result<ExitCode
     })
 }
 
+/// The variables `warren up` sets for every worker, and those of its own environment it
+/// takes out of theirs.
+///
+/// Without `--amqp-url` a worker inherits whatever set `warren up`'s URL
+/// (`WARREN_AMQP_URL`, or `WARREN_AMQP_URL_FILE` and the like, the file read by each
+/// worker at each start) and loads the same layers. With it, the URL goes in
+/// `WARREN_AMQP_URL` (the environment rather than a flag: no password on a command line)
+/// and every other variable of the URL is removed, so that the flag wins for the workers
+/// as it does for `warren up`, and an inherited `WARREN_AMQP_URL_FILE` is not refused
+/// beside it.
+fn worker_environment(overrides: &Overrides) -> (Vec<(OsString, OsString)>, Vec<OsString>) {
+    let mut environment = vec![(
+        OsString::from(SUPERVISOR_PID_VARIABLE),
+        OsString::from(std::process::id().to_string()),
+    )];
+    let mut removed_environment = Vec::new();
+    if let Some(amqp_url) = &overrides.amqp_url {
+        environment.push((OsString::from("WARREN_AMQP_URL"), OsString::from(amqp_url)));
+        removed_environment.extend(
+            AMQP_URL_VARIABLES
+                .iter()
+                .filter(|variable| **variable != "WARREN_AMQP_URL")
+                .map(OsString::from),
+        );
+    }
+    (environment, removed_environment)
+}
+
 /// [`broker::prepare`], abandoned (and the node it was starting stopped) on a stop
 /// signal.
 async fn prepare_broker(
@@ -221,4 +242,72 @@ async fn prepare_broker(
 /// Prints one line of `warren up`'s own.
 async fn say(output: &OutputSinks, message: String) {
     write_line(&output.stderr, format!("warren up: {message}\n")).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a worker's settings load from: `warren up`'s environment without what it
+    /// removes, with what it sets on top (as `Command::env_remove` then `envs`).
+    fn worker_settings(
+        up_environment: &[(&str, &str)],
+        overrides: &Overrides,
+    ) -> Result<Settings, warren_runtime::ConfigError> {
+        let (environment, removed_environment) = worker_environment(overrides);
+        let inherited = up_environment
+            .iter()
+            .filter(|(key, _)| !removed_environment.iter().any(|removed| removed == key))
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()));
+        let set = environment.into_iter().map(|(key, value)| {
+            (
+                key.into_string().expect("UTF-8"),
+                value.into_string().expect("UTF-8"),
+            )
+        });
+        let mut variables: Vec<(String, String)> = inherited.chain(set).collect();
+        variables.push((
+            "WARREN_CONFIG_DIR".to_owned(),
+            "/nonexistent/warren/config".to_owned(),
+        ));
+        Settings::load_from(variables, &Overrides::default())
+    }
+
+    #[test]
+    fn a_url_file_of_warren_ups_own_serves_every_worker_and_the_flag_wins_over_it() {
+        let folder = std::env::temp_dir().join(format!("warren-up-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&folder).expect("a temp folder");
+        let url_file = folder.join("amqp_url");
+        std::fs::write(&url_file, "amqp://app:from-file@broker:5672/%2f\n").expect("the file");
+        let url_file = url_file.display().to_string();
+
+        // Inherited: each worker reads the file itself.
+        let up_environment = [("WARREN_AMQP_URL_FILE", url_file.as_str())];
+        let settings =
+            worker_settings(&up_environment, &Overrides::default()).expect("inherited file");
+        assert_eq!(settings.amqp.url, "amqp://app:from-file@broker:5672/%2f");
+        let (environment, removed) = worker_environment(&Overrides::default());
+        assert!(removed.is_empty());
+        assert!(!environment.iter().any(|(key, _)| key == "WARREN_AMQP_URL"));
+
+        // `--amqp-url`: the flag's URL, not refused beside the inherited file, and over
+        // any other variable of the URL.
+        let flag = Overrides {
+            amqp_url: Some("amqp://app:from-flag@other:5672/%2f".to_owned()),
+            ..Overrides::default()
+        };
+        for up_environment in [
+            vec![("WARREN_AMQP_URL_FILE", url_file.as_str())],
+            vec![("WARREN_AMQP__URL_FILE", url_file.as_str())],
+            vec![("WARREN_AMQP__URL", "amqp://long:form@broker/%2f")],
+            vec![("WARREN_AMQP_URL", "amqp://short:form@broker/%2f")],
+        ] {
+            let settings = worker_settings(&up_environment, &flag).expect("the flag's URL");
+            assert_eq!(
+                settings.amqp.url, "amqp://app:from-flag@other:5672/%2f",
+                "{up_environment:?}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&folder);
+    }
 }

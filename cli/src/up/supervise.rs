@@ -197,6 +197,9 @@ impl Supervisor {
     /// Starts the child with piped output and forwards its lines.
     fn start_child(&self) -> io::Result<RunningChild> {
         let mut command = Command::new(&self.program.binary_path);
+        for removed in &self.program.removed_environment {
+            command.env_remove(removed);
+        }
         command
             .args(&self.program.arguments)
             .envs(
@@ -334,6 +337,7 @@ mod tests {
                 binary_path: PathBuf::from("/bin/sh"),
                 arguments: vec![OsString::from("-c"), OsString::from(script)],
                 environment: Vec::new(),
+                removed_environment: Vec::new(),
             },
             options: SupervisionOptions {
                 grace_period,

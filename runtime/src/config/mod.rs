@@ -4,6 +4,12 @@
 //! `config/default.toml`; `default.toml` and `$WARREN_ENV.toml` under `$WARREN_CONFIG_DIR`
 //! (default `./config`); `WARREN_<SECTION>__<KEY>` environment variables plus the short
 //! forms `WARREN_AMQP_URL` and `WARREN_LOG`; then command-line flags.
+//!
+//! Each of those variables may instead name a file that holds the value, by the same name
+//! with `_FILE` appended (`WARREN_AMQP_URL_FILE`, `WARREN_AMQP__URL_FILE`), as Docker and
+//! Kubernetes secrets are given; the file's content, less one trailing newline, is the
+//! value, in the same layer. Giving both a variable and its `_FILE` is an error, and no
+//! error quotes a file's content.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,7 +18,30 @@ use std::time::Duration;
 use serde::Deserialize;
 use warren_messages::Limits;
 
-const DEFAULTS: &str = include_str!("../../config/default.toml");
+mod env;
+mod tls;
+
+use env::{
+    SettingVariable, classify_variable, known_settings, read_setting_file, redact_file_contents,
+};
+pub use tls::TlsSettings;
+pub(crate) use tls::{read_pem_certificates, read_pem_private_key};
+
+const DEFAULTS: &str = include_str!("../../../config/default.toml");
+
+/// What a variable's name ends with when it names a file holding the value rather than
+/// the value itself (`WARREN_AMQP_URL_FILE=/run/secrets/amqp_url`).
+pub const FILE_SUFFIX: &str = "_FILE";
+
+/// Every variable that sets `amqp.url`: the short form, the long form, and each one's
+/// `_FILE`. `warren up` removes them all from a worker's environment when it gives the
+/// worker the URL of its own `--amqp-url`.
+pub const AMQP_URL_VARIABLES: [&str; 4] = [
+    "WARREN_AMQP_URL",
+    "WARREN_AMQP_URL_FILE",
+    "WARREN_AMQP__URL",
+    "WARREN_AMQP__URL_FILE",
+];
 
 /// Everything a warren process reads from its configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,100 +106,6 @@ impl fmt::Debug for AmqpSettings {
             .field("tls", &self.tls)
             .finish()
     }
-}
-
-/// TLS to the broker (`[amqp.tls]`), used when the URL is `amqps://`. It sits under
-/// `[amqp]` because it is part of the broker connection: whatever holds the
-/// [`AmqpSettings`] a connection is opened with has its TLS settings too.
-///
-/// Only paths are held here, never a file's content, so the settings may be logged.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSettings {
-    /// PEM file of the certificate authorities trusted for the broker's certificate, in
-    /// addition to the system's roots; empty for the system's roots alone.
-    pub ca_file: PathBuf,
-    /// PEM file of the certificate (chain) presented to the broker; empty for none. Set
-    /// together with `client_key_file`.
-    pub client_cert_file: PathBuf,
-    /// PEM file of the private key of `client_cert_file` (PKCS#8, PKCS#1 or SEC1, not
-    /// encrypted); empty for none.
-    pub client_key_file: PathBuf,
-    /// Whether a URL that is not `amqps://` is refused at start-up.
-    pub required: bool,
-}
-
-impl TlsSettings {
-    /// Whether a client certificate is configured (both files are, or validation failed).
-    pub fn has_client_identity(&self) -> bool {
-        !self.client_cert_file.as_os_str().is_empty()
-    }
-
-    /// Checks the files: each one set is readable and holds what it should. The error
-    /// names the setting and the path, never a key's content.
-    fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
-        if !self.ca_file.as_os_str().is_empty()
-            && let Err(reason) = read_pem_certificates(&self.ca_file)
-        {
-            return invalid("amqp.tls.ca_file", reason);
-        }
-        match (
-            self.client_cert_file.as_os_str().is_empty(),
-            self.client_key_file.as_os_str().is_empty(),
-        ) {
-            (true, true) => Ok(()),
-            (false, true) => invalid(
-                "amqp.tls.client_key_file",
-                "must be set when amqp.tls.client_cert_file is (both or neither)".to_owned(),
-            ),
-            (true, false) => invalid(
-                "amqp.tls.client_cert_file",
-                "must be set when amqp.tls.client_key_file is (both or neither)".to_owned(),
-            ),
-            (false, false) => {
-                if let Err(reason) = read_pem_certificates(&self.client_cert_file) {
-                    return invalid("amqp.tls.client_cert_file", reason);
-                }
-                if let Err(reason) = read_pem_private_key(&self.client_key_file) {
-                    return invalid("amqp.tls.client_key_file", reason);
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-/// The text of the PEM file `path`, with at least one certificate that parses.
-pub(crate) fn read_pem_certificates(path: &std::path::Path) -> Result<String, String> {
-    use rustls_pki_types::{CertificateDer, pem::PemObject};
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-    let certificates = CertificateDer::pem_slice_iter(text.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| format!("{} is not valid PEM: {error}", path.display()))?;
-    if certificates.is_empty() {
-        return Err(format!(
-            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            path.display()
-        ));
-    }
-    Ok(text)
-}
-
-/// The bytes of the PEM file `path`, which holds a private key. A parse error is not
-/// quoted: it could show part of the key.
-pub(crate) fn read_pem_private_key(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    use rustls_pki_types::{PrivateKeyDer, pem::PemObject};
-    let bytes =
-        std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-    if PrivateKeyDer::from_pem_slice(&bytes).is_err() {
-        return Err(format!(
-            "{} holds no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1)",
-            path.display()
-        ));
-    }
-    Ok(bytes)
 }
 
 /// How a worker consumes.
@@ -323,6 +258,49 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A setting is given both as a value and as a file (`X` and `X_FILE`).
+    #[error(
+        "both {variable} and {file_variable} are set: give the value or the file that \
+         holds it, not both"
+    )]
+    ValueAndFile {
+        /// The variable holding the value, e.g. `WARREN_AMQP_URL`.
+        variable: String,
+        /// The variable naming the file, e.g. `WARREN_AMQP_URL_FILE`.
+        file_variable: String,
+    },
+    /// The file a `_FILE` variable names cannot be read. Says the variable, the path and
+    /// why, never any of the file's content.
+    #[error("cannot read the file {variable} names, {path}: {reason}")]
+    UnreadableFile {
+        /// The variable, e.g. `WARREN_AMQP_URL_FILE`.
+        variable: String,
+        /// The path it holds.
+        path: PathBuf,
+        /// Why it cannot be read.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// This error with every quotation of `file_contents` (the values read from `_FILE`
+    /// variables' files) replaced by `***`.
+    fn without_file_contents(self, file_contents: &[String]) -> ConfigError {
+        if file_contents.is_empty() {
+            return self;
+        }
+        match self {
+            // The message is kept, not the error: its `Debug` could quote a value too.
+            ConfigError::Read(error) => ConfigError::Read(config::ConfigError::Message(
+                redact_file_contents(&error.to_string(), file_contents),
+            )),
+            ConfigError::Invalid { key, reason } => ConfigError::Invalid {
+                key,
+                reason: redact_file_contents(&reason, file_contents),
+            },
+            other => other,
+        }
+    }
 }
 
 impl Settings {
@@ -358,25 +336,39 @@ impl Settings {
                     .required(true),
             );
         }
+        let known = known_settings()?;
+        let mut file_contents = Vec::new();
         for (key, value) in &environment {
-            let Some(path) = key.strip_prefix("WARREN_") else {
-                continue;
+            let (setting, value) = match classify_variable(key, &known) {
+                None => continue,
+                Some(SettingVariable::Value(setting)) => (setting, value.clone()),
+                Some(SettingVariable::File {
+                    setting,
+                    value_variable,
+                }) => {
+                    if variable(&value_variable).is_some() {
+                        return Err(ConfigError::ValueAndFile {
+                            variable: value_variable,
+                            file_variable: key.clone(),
+                        });
+                    }
+                    let content = read_setting_file(key, value)?;
+                    file_contents.push(content.clone());
+                    (setting, content)
+                }
             };
-            let setting = match path {
-                "AMQP_URL" => "amqp.url".to_owned(),
-                "LOG" => "log.filter".to_owned(),
-                _ if path.contains("__") => path.to_ascii_lowercase().replace("__", "."),
-                _ => continue,
-            };
-            builder = builder.set_override(setting, value.as_str())?;
+            builder = builder.set_override(setting, value)?;
         }
         builder = builder
             .set_override_option("amqp.url", overrides.amqp_url.clone())?
             .set_override_option("worker.prefetch", overrides.prefetch.map(i64::from))?;
 
-        let settings: Settings = builder.build()?.try_deserialize()?;
-        settings.validate()?;
-        Ok(settings)
+        let build_and_validate = || -> Result<Settings, ConfigError> {
+            let settings: Settings = builder.build()?.try_deserialize()?;
+            settings.validate()?;
+            Ok(settings)
+        };
+        build_and_validate().map_err(|error| error.without_file_contents(&file_contents))
     }
 
     /// Rejects impossible values with a message that says what to change.
@@ -519,6 +511,7 @@ pub fn redact_secret_in(text: &str, url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::env::replace_ignoring_ascii_case;
     use super::*;
 
     fn load(environment: &[(&str, &str)], overrides: &Overrides) -> Result<Settings, ConfigError> {
@@ -794,6 +787,286 @@ mod tests {
                 assert!(!error.to_string().contains("SECRET"), "{error}");
             }
             assert_eq!(rejected_key(result), expected, "{environment:?}");
+        }
+    }
+
+    /// A folder of secret files for one test, removed when dropped.
+    struct SecretFolder(PathBuf);
+
+    impl SecretFolder {
+        fn new() -> SecretFolder {
+            let path =
+                std::env::temp_dir().join(format!("warren-secrets-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&path).expect("a temp folder");
+            SecretFolder(path)
+        }
+
+        /// Writes `content` to the file `name` and returns its path.
+        fn write(&self, name: &str, content: &str) -> String {
+            let path = self.0.join(name);
+            std::fs::write(&path, content).expect("a secret file");
+            path.display().to_string()
+        }
+    }
+
+    impl Drop for SecretFolder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A password no message, setting or path holds by chance.
+    const SECRET: &str = "Zq7-hunter2-SECRET-41";
+
+    #[test]
+    fn a_setting_may_be_given_as_a_file_by_either_name() {
+        let folder = SecretFolder::new();
+        let url = format!("amqp://app:{SECRET}@broker.example:5672/%2f");
+        let with_newline = folder.write("url-newline", &format!("{url}\n"));
+        let with_crlf = folder.write("url-crlf", &format!("{url}\r\n"));
+        let bare = folder.write("url-bare", &url);
+        for variable in ["WARREN_AMQP_URL_FILE", "WARREN_AMQP__URL_FILE"] {
+            for path in [&with_newline, &with_crlf, &bare] {
+                let settings =
+                    load(&[(variable, path.as_str())], &Overrides::default()).expect("from a file");
+                assert_eq!(settings.amqp.url, url, "{variable}={path}");
+            }
+        }
+        // Only one trailing newline is removed: the rest is the value's own.
+        let two_newlines = folder.write("prefetch", "7\n\n");
+        assert!(matches!(
+            load(
+                &[("WARREN_WORKER__PREFETCH_FILE", two_newlines.as_str())],
+                &Overrides::default()
+            ),
+            Err(ConfigError::Read(_))
+        ));
+        let prefetch = folder.write("prefetch-ok", "7\n");
+        let log = folder.write("log", "debug\n");
+        let settings = load(
+            &[
+                ("WARREN_WORKER__PREFETCH_FILE", prefetch.as_str()),
+                ("WARREN_LOG_FILE", log.as_str()),
+            ],
+            &Overrides::default(),
+        )
+        .expect("any setting from a file");
+        assert_eq!(settings.worker.prefetch, 7);
+        assert_eq!(settings.log.filter, "debug");
+        // Flags are still the last layer.
+        let flag = Overrides {
+            amqp_url: Some("amqp://flag:5672/%2f".into()),
+            ..Overrides::default()
+        };
+        let settings =
+            load(&[("WARREN_AMQP_URL_FILE", bare.as_str())], &flag).expect("a flag over a file");
+        assert_eq!(settings.amqp.url, "amqp://flag:5672/%2f");
+    }
+
+    #[test]
+    fn a_setting_whose_name_ends_in_file_is_still_that_setting() {
+        let folder = SecretFolder::new();
+        let missing = folder.0.join("missing-ca.pem").display().to_string();
+        // `WARREN_AMQP__TLS__CA_FILE` is the setting `amqp.tls.ca_file` (a path), not a
+        // file holding `amqp.tls.ca`.
+        assert_eq!(
+            rejected_key(load(
+                &[("WARREN_AMQP__TLS__CA_FILE", missing.as_str())],
+                &Overrides::default()
+            )),
+            "amqp.tls.ca_file"
+        );
+        let known = known_settings().expect("the defaults");
+        assert_eq!(
+            classify_variable("WARREN_AMQP__TLS__CA_FILE", &known),
+            Some(SettingVariable::Value("amqp.tls.ca_file".to_owned()))
+        );
+        assert_eq!(
+            classify_variable("WARREN_AMQP__TLS__CA_FILE_FILE", &known),
+            Some(SettingVariable::File {
+                setting: "amqp.tls.ca_file".to_owned(),
+                value_variable: "WARREN_AMQP__TLS__CA_FILE".to_owned(),
+            })
+        );
+        assert_eq!(
+            classify_variable("WARREN_AMQP_URL_FILE", &known),
+            Some(SettingVariable::File {
+                setting: "amqp.url".to_owned(),
+                value_variable: "WARREN_AMQP_URL".to_owned(),
+            })
+        );
+        assert_eq!(classify_variable("WARREN_CONFIG_DIR_FILE", &known), None);
+        assert_eq!(classify_variable("WARREN_ENV", &known), None);
+        // The path of a CA file, from a file.
+        let path_file = folder.write("ca-path", &format!("{missing}\n"));
+        assert_eq!(
+            rejected_key(load(
+                &[("WARREN_AMQP__TLS__CA_FILE_FILE", path_file.as_str())],
+                &Overrides::default()
+            )),
+            "amqp.tls.ca_file"
+        );
+        // A `_FILE` of no setting is an unknown setting, as before.
+        assert!(matches!(
+            load(
+                &[("WARREN_WORKER__PREFECTH_FILE", "/x")],
+                &Overrides::default()
+            ),
+            Err(ConfigError::Read(_))
+        ));
+    }
+
+    #[test]
+    fn a_value_and_its_file_together_are_an_error_naming_both() {
+        let folder = SecretFolder::new();
+        let url = folder.write("url", &format!("amqp://app:{SECRET}@broker:5672/%2f\n"));
+        for (value_variable, file_variable) in [
+            ("WARREN_AMQP_URL", "WARREN_AMQP_URL_FILE"),
+            ("WARREN_AMQP__URL", "WARREN_AMQP__URL_FILE"),
+        ] {
+            // Either order in the environment.
+            for environment in [
+                [
+                    (value_variable, "amqp://other:pw@broker/%2f"),
+                    (file_variable, url.as_str()),
+                ],
+                [
+                    (file_variable, url.as_str()),
+                    (value_variable, "amqp://other:pw@broker/%2f"),
+                ],
+            ] {
+                let error = load(&environment, &Overrides::default()).expect_err("both");
+                match &error {
+                    ConfigError::ValueAndFile {
+                        variable,
+                        file_variable: file,
+                    } => assert_eq!(
+                        (variable.as_str(), file.as_str()),
+                        (value_variable, file_variable)
+                    ),
+                    other => panic!("expected both to be refused, got {other:?}"),
+                }
+                let text = error.to_string();
+                assert!(
+                    text.contains(value_variable) && text.contains(file_variable),
+                    "{text}"
+                );
+                assert!(!text.contains(SECRET) && !format!("{error:?}").contains(SECRET));
+            }
+        }
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_error_naming_the_variable_and_the_path() {
+        let folder = SecretFolder::new();
+        let missing = folder.0.join("missing").display().to_string();
+        let not_utf8 = folder.0.join("not-utf8");
+        std::fs::write(&not_utf8, [b'p', 0xff, 0xfe, b'\n']).expect("bytes");
+        let not_utf8 = not_utf8.display().to_string();
+        let a_folder = folder.0.display().to_string();
+        for path in [missing.as_str(), not_utf8.as_str(), a_folder.as_str(), ""] {
+            let error = load(&[("WARREN_AMQP_URL_FILE", path)], &Overrides::default())
+                .expect_err("unreadable");
+            assert!(
+                matches!(&error, ConfigError::UnreadableFile { variable, path: shown, .. }
+                    if variable == "WARREN_AMQP_URL_FILE" && shown == &PathBuf::from(path)),
+                "{error:?}"
+            );
+            let text = error.to_string();
+            assert!(
+                text.contains("WARREN_AMQP_URL_FILE") && text.contains(path),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_contents_are_redacted_in_any_case_and_short_ones_only_where_quoted() {
+        let contents = ["Se-CRET1".to_owned(), "1".to_owned()];
+        assert_eq!(
+            redact_file_contents(
+                "string \"se-cret1\", then SE-CRET1, 'Se-CRET1', \"1\", '1' and between 1 and 2",
+                &contents
+            ),
+            "string \"***\", then ***, '***', \"***\", '***' and between 1 and 2"
+        );
+        assert_eq!(replace_ignoring_ascii_case("aAaA", "aa", "-"), "--");
+        assert_eq!(replace_ignoring_ascii_case("é-X-é", "x", "y"), "é-y-é");
+    }
+
+    #[test]
+    fn a_secret_from_a_file_appears_in_no_debug_output_or_error() {
+        let folder = SecretFolder::new();
+        let url_file = folder.write(
+            "url",
+            &format!("amqp://app:{SECRET}@broker.example:5672/%2f\n"),
+        );
+        let settings = load(
+            &[("WARREN_AMQP_URL_FILE", url_file.as_str())],
+            &Overrides::default(),
+        )
+        .expect("from a file");
+        assert!(settings.amqp.url.contains(SECRET));
+        for shown in [
+            format!("{settings:?}"),
+            format!("{:?}", settings.amqp),
+            format!("{settings:#?}"),
+            settings.amqp.redacted_url(),
+        ] {
+            assert!(!shown.contains(SECRET), "{shown}");
+        }
+        assert_eq!(
+            settings.amqp.redacted_url(),
+            "amqp://app:***@broker.example:5672/%2f"
+        );
+
+        // Every error of a bad combination or a bad value, the secret in a file.
+        let not_a_url = [
+            format!("amqp://app:{SECRET}@broker.example:notaport/%2f"),
+            format!("amqp://app:{SECRET}/no-at-sign"),
+            format!("mailto:{SECRET}"),
+            SECRET.to_owned(),
+            format!("http://app:{SECRET}@broker.example/"),
+        ];
+        let mut environments: Vec<Vec<(String, String)>> = Vec::new();
+        for (index, url) in not_a_url.iter().enumerate() {
+            let path = folder.write(&format!("bad-url-{index}"), &format!("{url}\n"));
+            environments.push(vec![("WARREN_AMQP_URL_FILE".into(), path.clone())]);
+            environments.push(vec![("WARREN_AMQP__URL_FILE".into(), path)]);
+        }
+        // The secret given to settings of other types (which quote a value they cannot
+        // read), and beside its own variable.
+        for variable in [
+            "WARREN_WORKER__PREFETCH_FILE",
+            "WARREN_AMQP__TLS__REQUIRED_FILE",
+            "WARREN_LOG__FORMAT_FILE",
+            "WARREN_METRICS__LISTEN_FILE",
+        ] {
+            environments.push(vec![(variable.into(), url_file.clone())]);
+        }
+        let password_file = folder.write("password", &format!("{SECRET}\n"));
+        environments.push(vec![(
+            "WARREN_AMQP__HEARTBEAT_SECS_FILE".into(),
+            password_file,
+        )]);
+        environments.push(vec![
+            ("WARREN_AMQP_URL_FILE".into(), url_file.clone()),
+            ("WARREN_AMQP_URL".into(), "amqp://x:y@h/%2f".into()),
+        ]);
+        environments.push(vec![
+            ("WARREN_AMQP_URL_FILE".into(), url_file.clone()),
+            ("WARREN_AMQP__TLS__REQUIRED".into(), "true".into()),
+        ]);
+        for environment in &environments {
+            let borrowed: Vec<(&str, &str)> = environment
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_str()))
+                .collect();
+            let error = load(&borrowed, &Overrides::default()).expect_err("a bad setting");
+            for shown in [error.to_string(), format!("{error:?}")] {
+                assert!(!shown.contains(SECRET), "{environment:?}: {shown}");
+                assert!(!shown.contains("hunter2"), "{environment:?}: {shown}");
+            }
         }
     }
 
