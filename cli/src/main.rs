@@ -15,6 +15,7 @@ mod printable;
 mod send;
 mod tail;
 mod top;
+mod topology;
 mod up;
 
 use std::process::ExitCode;
@@ -67,6 +68,9 @@ enum Command {
     Schema(contract::SchemaArgs),
     /// Check the fleet against its documented contract.
     Contract(contract::ContractArgs),
+    /// The fleet's topology and one least-privilege broker user per worker: `apply`
+    /// declares and creates them, `diff` shows what apply would change.
+    Topology(topology::TopologyArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
             Command::Types(args) => contract::types(args),
             Command::Schema(args) => contract::schema(args),
             Command::Contract(args) => contract::run(&load_settings(&overrides)?, args).await,
+            Command::Topology(args) => topology::run(&load_settings(&overrides)?, args).await,
         }
     });
     match result {

@@ -20,6 +20,18 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The manifest as one line of JSON (`name`, `commands`, `events`, `produces`): what
+    /// a worker binary prints for `--manifest`, read by `warren topology`.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "name": self.name,
+            "commands": self.commands,
+            "events": self.events,
+            "produces": self.produces,
+        })
+        .to_string()
+    }
+
     /// Checks that the manifest consumes exactly the types the handler's input decodes.
     pub fn check_against<I: Inbound>(&self) -> Result<(), String> {
         let consumed: Vec<&str> = self.commands.iter().chain(self.events).copied().collect();
@@ -416,6 +428,22 @@ mod tests {
         events: &[],
         produces: &["dev.warren.echo.replied.v1"],
     };
+
+    #[test]
+    fn a_manifest_prints_as_one_line_of_json() {
+        let json: serde_json::Value =
+            serde_json::from_str(&ECHO.to_json()).expect("the manifest is JSON");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "name": "echo",
+                "commands": ["dev.warren.echo.v1"],
+                "events": [],
+                "produces": ["dev.warren.echo.replied.v1"],
+            })
+        );
+        assert!(!ECHO.to_json().contains('\n'));
+    }
 
     #[test]
     fn manifest_must_match_the_handler_input() {

@@ -390,8 +390,9 @@ impl<H: Handler> Processor<'_, H> {
         self.ack(delivery).await
     }
 
-    /// Moves the message to the delay queue for `delay`; the broker brings it back to
-    /// the work queue when the delay is over. Acks once the copy is confirmed.
+    /// Moves the message to the delay queue for `delay` (through `warren.retries`, where
+    /// the delay queue is bound under its own name); the broker brings it back to the
+    /// work queue when the delay is over. Acks once the copy is confirmed.
     async fn retry_later(&self, delivery: &Delivery, delay: Duration) -> Result<(), RuntimeError> {
         let from_retry = delivery.exchange.as_str() == RETRIES_EXCHANGE;
         let mut headers = FieldTable::default();
@@ -408,7 +409,7 @@ impl<H: Handler> Processor<'_, H> {
         let properties = delivery.properties.clone().with_headers(headers);
         let queue = retry_queue_name(self.core.manifest.name, delay);
         self.publisher
-            .publish_raw("", &queue, &delivery.data, properties)
+            .publish_raw(RETRIES_EXCHANGE, &queue, &delivery.data, properties)
             .await?
             .wait_routed()
             .await?;

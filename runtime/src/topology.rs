@@ -7,8 +7,11 @@
 //! - `warren.replies`: direct exchange; a reply queue binds under its own name. Outcomes
 //!   go only here, so a forged `replyto` naming a work queue routes nowhere.
 //! - `warren.<worker>`: the worker's quorum work queue, with a delivery limit.
-//! - `warren.<worker>.retry.<ms>ms`: delay queues; a message waits there for its TTL,
-//!   then the broker dead-letters it through `warren.retries` back to `warren.<worker>`.
+//! - `warren.<worker>.retry.<ms>ms`: delay queues; the worker sends a message there
+//!   through `warren.retries` (routing key = the delay queue's name; never through the
+//!   default exchange, which a least-privilege worker may not write to), it waits for
+//!   its TTL, then the broker dead-letters it through `warren.retries` back to
+//!   `warren.<worker>`.
 //! - `warren.dlx` → `warren.<worker>.dlq`: dead letters, routing key = worker name.
 //! - `warren.reply.<uuid>`: an originator's reply queue.
 
@@ -147,7 +150,12 @@ pub async fn declare_exchanges(connection: &Connection) -> Result<(), RuntimeErr
         (RETRIES_EXCHANGE, ExchangeKind::Direct),
     ] {
         let declared = channel
-            .exchange_declare(name.into(), kind, durable_exchange(), FieldTable::default())
+            .exchange_declare(
+                name.into(),
+                kind.clone(),
+                durable_exchange(),
+                FieldTable::default(),
+            )
             .await;
         match declared {
             Ok(()) => {}
@@ -173,6 +181,24 @@ pub async fn declare_exchanges(connection: &Connection) -> Result<(), RuntimeErr
                      delete_exchange {name}`, with `-p <vhost>`) to get the direct one"
                 );
             }
+            Err(error) if is_access_refused(&error) => {
+                // A least-privilege user (`warren topology apply`) may not configure the
+                // shared exchanges: they were declared by whoever set the topology up,
+                // and a passive declare (which needs no permission) checks that they
+                // exist. The refused declare closed the channel.
+                channel = connection.create_channel().await?;
+                let passive = ExchangeDeclareOptions {
+                    passive: true,
+                    ..ExchangeDeclareOptions::default()
+                };
+                channel
+                    .exchange_declare(name.into(), kind, passive, FieldTable::default())
+                    .await?;
+                tracing::debug!(
+                    exchange = name,
+                    "not permitted to declare {name}; it exists, using it as it is"
+                );
+            }
             Err(error) => return Err(error.into()),
         }
     }
@@ -185,6 +211,20 @@ fn is_precondition_failed(error: &lapin::Error) -> bool {
     matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406)
 }
 
+/// Whether the broker refused an operation for want of a permission (403).
+pub fn is_access_refused(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 403)
+}
+
+/// The shared exchanges with their kinds, as [`declare_exchanges`] declares them.
+pub const EXCHANGES: [(&str, &str); 5] = [
+    (COMMANDS_EXCHANGE, "direct"),
+    (EVENTS_EXCHANGE, "topic"),
+    (REPLIES_EXCHANGE, "direct"),
+    (DEAD_LETTER_EXCHANGE, "direct"),
+    (RETRIES_EXCHANGE, "direct"),
+];
+
 /// Declares `worker`'s work queue, delay queues and dead-letter queue, and binds the
 /// work queue for every type in its manifest and for returns from its delay queues.
 /// Idempotent while the arguments stay the same.
@@ -194,58 +234,103 @@ pub async fn declare_worker_queues(
     delivery_limit: u32,
     retry_delays: &[std::time::Duration],
 ) -> Result<(), RuntimeError> {
-    let dead_letter_queue = dead_letter_queue_name(manifest.name);
+    declare_queues_of(
+        channel,
+        &WorkerQueues {
+            name: manifest.name,
+            commands: manifest.commands,
+            events: manifest.events,
+        },
+        delivery_limit,
+        retry_delays,
+    )
+    .await
+}
+
+/// What a worker's queues and bindings follow from: its name and the types it consumes.
+/// ([`Manifest`] with borrowed names, for a caller that read a manifest at run time.)
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerQueues<'a> {
+    /// The worker's name.
+    pub name: &'a str,
+    /// Command types its work queue is bound for on `warren.commands`.
+    pub commands: &'a [&'a str],
+    /// Event types its work queue is bound for on `warren.events`.
+    pub events: &'a [&'a str],
+}
+
+/// Every binding of a worker's queues, as `(exchange, queue, routing key)`: the
+/// dead-letter queue on `warren.dlx`, each delay queue on `warren.retries` under its own
+/// name (where the worker sends a message to wait), the work queue on `warren.retries`
+/// under its own name (where it comes back) and for every type it consumes.
+pub fn worker_bindings(
+    worker: &WorkerQueues<'_>,
+    retry_delays: &[std::time::Duration],
+) -> Vec<(&'static str, String, String)> {
+    let work_queue = work_queue_name(worker.name);
+    let mut bindings = vec![(
+        DEAD_LETTER_EXCHANGE,
+        dead_letter_queue_name(worker.name),
+        worker.name.to_owned(),
+    )];
+    for delay in retry_delays {
+        let retry_queue = retry_queue_name(worker.name, *delay);
+        bindings.push((RETRIES_EXCHANGE, retry_queue.clone(), retry_queue));
+    }
+    bindings.push((RETRIES_EXCHANGE, work_queue.clone(), work_queue.clone()));
+    for message_type in worker.commands {
+        bindings.push((
+            COMMANDS_EXCHANGE,
+            work_queue.clone(),
+            (*message_type).to_owned(),
+        ));
+    }
+    for message_type in worker.events {
+        bindings.push((
+            EVENTS_EXCHANGE,
+            work_queue.clone(),
+            (*message_type).to_owned(),
+        ));
+    }
+    bindings
+}
+
+/// [`declare_worker_queues`] for a worker known by its [`WorkerQueues`].
+pub async fn declare_queues_of(
+    channel: &Channel,
+    worker: &WorkerQueues<'_>,
+    delivery_limit: u32,
+    retry_delays: &[std::time::Duration],
+) -> Result<(), RuntimeError> {
+    let dead_letter_queue = dead_letter_queue_name(worker.name);
     let mut quorum = FieldTable::default();
     quorum.insert("x-queue-type".into(), text("quorum"));
     channel
         .queue_declare(dead_letter_queue.as_str().into(), durable_queue(), quorum)
         .await?;
-    channel
-        .queue_bind(
-            dead_letter_queue.as_str().into(),
-            DEAD_LETTER_EXCHANGE.into(),
-            manifest.name.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-
-    let work_queue = work_queue_name(manifest.name);
+    let work_queue = work_queue_name(worker.name);
     channel
         .queue_declare(
             work_queue.as_str().into(),
             durable_queue(),
-            work_queue_arguments(manifest.name, delivery_limit),
+            work_queue_arguments(worker.name, delivery_limit),
         )
         .await?;
     for delay in retry_delays {
         channel
             .queue_declare(
-                retry_queue_name(manifest.name, *delay).as_str().into(),
+                retry_queue_name(worker.name, *delay).as_str().into(),
                 durable_queue(),
                 retry_queue_arguments(&work_queue, *delay),
             )
             .await?;
     }
-    let bindings = std::iter::once((RETRIES_EXCHANGE, work_queue.as_str()))
-        .chain(
-            manifest
-                .commands
-                .iter()
-                .map(|message_type| (COMMANDS_EXCHANGE, *message_type)),
-        )
-        .chain(
-            manifest
-                .events
-                .iter()
-                .map(|message_type| (EVENTS_EXCHANGE, *message_type)),
-        );
-    for (exchange, routing_key) in bindings {
+    for (exchange, queue, routing_key) in worker_bindings(worker, retry_delays) {
         channel
             .queue_bind(
-                work_queue.as_str().into(),
+                queue.as_str().into(),
                 exchange.into(),
-                routing_key.into(),
+                routing_key.as_str().into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )

@@ -80,6 +80,11 @@ struct WorkerArgs {
     /// The broker URL (overrides WARREN_AMQP_URL and amqp.url).
     #[arg(long)]
     amqp_url: Option<String>,
+    /// Print this worker's manifest (name, consumed and produced types) as one line of
+    /// JSON and exit, without reading settings or connecting (`warren topology` reads
+    /// it).
+    #[arg(long)]
+    manifest: bool,
 }
 
 /// The whole `main` of a worker binary: parse flags, load and validate settings, set up
@@ -102,6 +107,10 @@ where
         Ok(args) => args,
         Err(error) => error.exit(),
     };
+    if args.manifest {
+        println!("{}", manifest.to_json());
+        return ExitCode::SUCCESS;
+    }
     let overrides = Overrides {
         amqp_url: args.amqp_url,
         prefetch: args.prefetch,

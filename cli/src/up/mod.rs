@@ -11,7 +11,7 @@
 mod args;
 mod backoff;
 mod broker;
-mod discovery;
+pub(crate) mod discovery;
 mod error;
 mod events;
 mod lock;
