@@ -23,7 +23,7 @@ use crate::error::RuntimeError;
 use crate::handler::{Handler, Manifest};
 use crate::message::Processor;
 use crate::publisher::Publisher;
-use crate::topology::{declare_exchanges, declare_worker_queues, work_queue_name};
+use crate::topology::{check_exchanges, declare_exchanges, declare_worker_queues, work_queue_name};
 
 /// What a worker needs for its whole life, across sessions.
 pub(crate) struct WorkerCore<H> {
@@ -93,7 +93,11 @@ async fn set_up<H: Handler>(
 ) -> Result<SessionSetUp, RuntimeError> {
     let name = core.manifest.name;
     let publisher = Publisher::open(connection, core.settings.amqp.confirm_timeout()).await?;
-    declare_exchanges(connection).await?;
+    if core.settings.amqp.declare_exchanges {
+        declare_exchanges(connection).await?;
+    } else {
+        check_exchanges(connection).await?;
+    }
     declare_worker_queues(
         publisher.channel(),
         &core.manifest,

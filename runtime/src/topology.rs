@@ -134,6 +134,33 @@ fn text(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value))
 }
 
+/// Checks that the shared exchanges exist (passive declares, which need no permission),
+/// on a channel of its own: for a worker under a user of its own after `warren topology
+/// apply` (`amqp.declare_exchanges = false`), which may not declare them.
+pub async fn check_exchanges(connection: &Connection) -> Result<(), RuntimeError> {
+    let channel = connection.create_channel().await?;
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    for (name, kind) in SHARED_EXCHANGES {
+        channel
+            .exchange_declare(name.into(), kind, passive, FieldTable::default())
+            .await?;
+    }
+    crate::connection::close_channel(&channel, "checked").await;
+    Ok(())
+}
+
+/// The shared exchanges and their kinds.
+const SHARED_EXCHANGES: [(&str, ExchangeKind); 5] = [
+    (COMMANDS_EXCHANGE, ExchangeKind::Direct),
+    (EVENTS_EXCHANGE, ExchangeKind::Topic),
+    (REPLIES_EXCHANGE, ExchangeKind::Direct),
+    (DEAD_LETTER_EXCHANGE, ExchangeKind::Direct),
+    (RETRIES_EXCHANGE, ExchangeKind::Direct),
+];
+
 /// Declares the shared exchanges, on a channel of its own. Idempotent.
 ///
 /// `warren.commands` is direct: every command binding is an exact message type, and a
@@ -142,13 +169,7 @@ fn text(value: &str) -> AMQPValue {
 /// it is, with a warning: routing keys are exact types either way.
 pub async fn declare_exchanges(connection: &Connection) -> Result<(), RuntimeError> {
     let mut channel = connection.create_channel().await?;
-    for (name, kind) in [
-        (COMMANDS_EXCHANGE, ExchangeKind::Direct),
-        (EVENTS_EXCHANGE, ExchangeKind::Topic),
-        (REPLIES_EXCHANGE, ExchangeKind::Direct),
-        (DEAD_LETTER_EXCHANGE, ExchangeKind::Direct),
-        (RETRIES_EXCHANGE, ExchangeKind::Direct),
-    ] {
+    for (name, kind) in SHARED_EXCHANGES {
         let declared = channel
             .exchange_declare(
                 name.into(),

@@ -8,19 +8,30 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
+use tokio::time::Instant;
+use warren_e2e::metrics::{http_get, metrics_address, sample};
 use warren_e2e::vhost::rabbitmqctl;
 use warren_e2e::{
-    BROKER_ANSWER_TIMEOUT, BrokerClient, StoreFolder, TALLY_QUEUE, Vhost, WarrenCommand, attribute,
+    BROKER_ANSWER_TIMEOUT, BrokerClient, CliOutput, READY_LOG, SESSION_LOST_LOG, StoreFolder,
+    TALLY_DLQ, TALLY_QUEUE, Vhost, WarrenCommand, WarrenProcess, attribute,
 };
 
 const ECHO: &str = "dev.warren.echo.v1";
 const ECHO_REPLIED: &str = "dev.warren.echo.replied.v1";
 const TALLY_ADD: &str = "dev.warren.tally.add.v1";
 const TALLY_ADDED: &str = "dev.warren.tally.added.v1";
+
+/// How long a retry, from the failed attempt to the message back in the work queue,
+/// may take.
+const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a test looks again at what it waits for.
+const POLL: Duration = Duration::from_millis(50);
 
 /// The users this test made (every user whose name starts with its unique prefix), and
 /// its folder of password files, removed when it ends.
@@ -85,6 +96,36 @@ impl Drop for CreatedUsers {
     }
 }
 
+/// `warren topology <action>` (`diff` or `apply`) for `vhost`, naming the users with
+/// `users`' prefix and writing their URLs to its folder.
+async fn topology(vhost: &Vhost, users: &CreatedUsers, action: &str) -> CliOutput {
+    let password_dir = users.password_dir.display().to_string();
+    vhost
+        .warren(&[
+            "topology",
+            action,
+            "--vhost",
+            vhost.name(),
+            "--user-prefix",
+            &users.prefix,
+            "--password-dir",
+            &password_dir,
+        ])
+        .await
+}
+
+/// `warren topology apply`, which succeeds.
+async fn apply_topology(vhost: &Vhost, users: &CreatedUsers) {
+    let applied = topology(vhost, users, "apply").await;
+    assert_eq!(
+        applied.code(),
+        Some(0),
+        "{}{}",
+        applied.stdout,
+        applied.stderr
+    );
+}
+
 /// The permissions of `user` in `vhost`, as `rabbitmqctl list_user_permissions` lists
 /// them: `(configure, write, read)`.
 async fn permissions_of(user: &str, vhost: &str) -> (String, String, String) {
@@ -104,32 +145,48 @@ fn is_access_refused(error: &lapin::Error) -> bool {
         || error.to_string().contains("ACCESS_REFUSED")
 }
 
+/// What `worker` has sent to a delay queue so far, by its `/metrics`.
+async fn retried(worker: &WarrenProcess) -> f64 {
+    let (status, body) = http_get(&metrics_address(worker), "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let series =
+        format!("warren_messages_retried_total{{worker=\"tally\",message_type=\"{TALLY_ADD}\"}}");
+    sample(&body, &series).unwrap_or(0.0)
+}
+
+/// Asserts that `worker` (started with `amqp.declare_exchanges = false`, so it only
+/// checks the shared exchanges) kept its first session: it never lost it, and the broker
+/// refused it nothing, from its start on.
+fn assert_never_refused(worker: &WarrenProcess, which: &str) {
+    let lines = worker.output_lines();
+    assert!(
+        lines.iter().any(|line| line.contains(READY_LOG)),
+        "{which} never consumed: {lines:#?}"
+    );
+    let refused: Vec<&String> = lines
+        .iter()
+        .filter(|line| {
+            let line = line.to_lowercase();
+            line.contains("access_refused")
+                || line.contains("access refused")
+                || line.contains("reply_code: 403")
+        })
+        .collect();
+    assert!(refused.is_empty(), "{which} was refused: {refused:#?}");
+    assert_eq!(
+        worker.count_lines_with(&[SESSION_LOST_LOG]),
+        0,
+        "{which} rebuilt its session: {lines:#?}"
+    );
+    assert_eq!(worker.sessions_ready(), 1, "{which}: {lines:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_worker_runs_under_its_own_user_and_may_touch_only_its_own_queues() {
     let vhost = Vhost::create().await;
     let users = CreatedUsers::new();
-    let password_dir = users.password_dir.display().to_string();
-    let plan_args = |action: &'static str| {
-        vec![
-            "topology".to_owned(),
-            action.to_owned(),
-            "--vhost".to_owned(),
-            vhost.name().to_owned(),
-            "--user-prefix".to_owned(),
-            users.prefix.clone(),
-            "--password-dir".to_owned(),
-            password_dir.clone(),
-        ]
-    };
-    let run = |args: Vec<String>| {
-        let vhost = &vhost;
-        async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            vhost.warren(&args).await
-        }
-    };
 
-    let before = run(plan_args("diff")).await;
+    let before = topology(&vhost, &users, "diff").await;
     assert_eq!(before.code(), Some(1), "{}{}", before.stdout, before.stderr);
     assert!(
         before
@@ -137,14 +194,7 @@ async fn each_worker_runs_under_its_own_user_and_may_touch_only_its_own_queues()
             .contains(&format!("+ user {}", users.user("echo")))
     );
 
-    let applied = run(plan_args("apply")).await;
-    assert_eq!(
-        applied.code(),
-        Some(0),
-        "{}{}",
-        applied.stdout,
-        applied.stderr
-    );
+    apply_topology(&vhost, &users).await;
 
     // The planned permissions, as the broker holds them.
     assert_eq!(
@@ -264,7 +314,7 @@ async fn each_worker_runs_under_its_own_user_and_may_touch_only_its_own_queues()
     );
 
     // Nothing to change after apply; a deleted user is seen.
-    let after = run(plan_args("diff")).await;
+    let after = topology(&vhost, &users, "diff").await;
     assert_eq!(after.code(), Some(0), "{}{}", after.stdout, after.stderr);
     assert!(
         after.stdout.contains("nothing to change"),
@@ -274,7 +324,7 @@ async fn each_worker_runs_under_its_own_user_and_may_touch_only_its_own_queues()
 
     echo.stop().await;
     rabbitmqctl(&["delete_user", &users.user("echo")]).await;
-    let missing = run(plan_args("diff")).await;
+    let missing = topology(&vhost, &users, "diff").await;
     assert_eq!(
         missing.code(),
         Some(1),
@@ -298,4 +348,117 @@ async fn each_worker_runs_under_its_own_user_and_may_touch_only_its_own_queues()
     );
     assert_eq!(missing.stdout.lines().count(), 2, "{}", missing.stdout);
     tally.stop().await;
+}
+
+/// A transient failure under the worker's own user: the retry copy goes through
+/// `warren.retries` into the delay queue (which the user may write and bind), the broker
+/// dead-letters it back into the work queue, and the next attempt answers. The first
+/// tally fails every attempt (failpoint); once it has sent the request to the delay
+/// queue it stops, and a tally without the failpoint takes the retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_is_retried_through_the_delay_queue_under_the_workers_own_user() {
+    const DELAY_MS: &str = "300";
+    const DELAY_QUEUE: &str = "warren.tally.retry.300ms";
+    // Far more than the attempts the failing tally can make before it stops.
+    const MAX_ATTEMPTS: &str = "20";
+    let vhost = Vhost::create().await;
+    let users = CreatedUsers::new();
+    apply_topology(&vhost, &users).await;
+    let tally_url = users.url_of("tally");
+    let store = StoreFolder::new();
+    // One delay for every retry: one delay queue.
+    let tally = || {
+        WarrenCommand::new("warren-tally", &tally_url)
+            .store(&store)
+            .envs(&[
+                ("WARREN_RETRY__MAX_ATTEMPTS", MAX_ATTEMPTS),
+                ("WARREN_RETRY__INITIAL_DELAY_MS", DELAY_MS),
+                ("WARREN_RETRY__MAX_DELAY_MS", DELAY_MS),
+                ("WARREN_METRICS__LISTEN", "127.0.0.1:0"),
+                ("WARREN_AMQP__DECLARE_EXCHANGES", "false"),
+            ])
+    };
+    let mut failing = tally().failpoints("transient_keys:flaky-").start().await;
+
+    let (output, (failed_attempts, mut answering)) = tokio::join!(
+        vhost.warren(&[
+            "request",
+            TALLY_ADD,
+            r#"{"key":"flaky-lp","amount":5}"#,
+            "--timeout",
+            "45s",
+        ]),
+        async {
+            // The first attempt failed and its copy is in the delay queue, acked.
+            let deadline = Instant::now() + RETRY_TIMEOUT;
+            while retried(&failing).await < 1.0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the failing tally never retried: {:?}",
+                    failing.output_lines()
+                );
+                if let Some(status) = failing.try_exit_status() {
+                    panic!("the failing tally exited with {status}");
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            let status = failing.stop().await;
+            assert!(status.success(), "the failing tally: {status}");
+            assert_never_refused(&failing, "the failing tally");
+            let failed_attempts = failing.count_lines_with(&["handler failed: retrying later"]);
+            assert_eq!(
+                failing.count_lines_with(&["handler failed for good"]),
+                0,
+                "{:?}",
+                failing.output_lines()
+            );
+
+            // With no consumer, the broker moves it from the delay queue back to the
+            // work queue through `warren.retries`.
+            let deadline = Instant::now() + RETRY_TIMEOUT;
+            loop {
+                let work = vhost.queue_counts(TALLY_QUEUE).await;
+                let delayed = vhost
+                    .queue_counts(DELAY_QUEUE)
+                    .await
+                    .expect("the delay queue exists");
+                if work.is_some_and(|work| work.ready == 1 && work.unacked == 0)
+                    && delayed.ready + delayed.unacked == 0
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the retry is not back in {TALLY_QUEUE}: {work:?}, {DELAY_QUEUE} {delayed:?}"
+                );
+                tokio::time::sleep(POLL).await;
+            }
+            (failed_attempts, tally().start().await)
+        }
+    );
+
+    assert_eq!(output.code(), Some(0), "{}{}", output.stdout, output.stderr);
+    let outcomes = output.envelopes();
+    assert_eq!(outcomes.len(), 1, "{}", output.stdout);
+    assert_eq!(
+        attribute(&outcomes[0], "type"),
+        Some(TALLY_ADDED),
+        "{}",
+        output.stdout
+    );
+    assert_eq!(outcomes[0]["data"], json!({"key":"flaky-lp","total":5}));
+    // Every failed attempt went through the delay queue; the one after them answered.
+    assert!(failed_attempts >= 1, "no attempt failed");
+    eprintln!("answered at attempt {}", failed_attempts + 1);
+    assert_eq!(
+        retried(&answering).await,
+        0.0,
+        "the answering tally retried"
+    );
+    assert_never_refused(&answering, "the answering tally");
+
+    let dlq = vhost.queue_counts(TALLY_DLQ).await.expect("the DLQ exists");
+    assert_eq!(dlq.ready + dlq.unacked, 0, "nothing was dead-lettered");
+    let status = answering.stop().await;
+    assert!(status.success(), "the answering tally: {status}");
 }

@@ -73,6 +73,10 @@ pub struct AmqpSettings {
     pub heartbeat_secs: u16,
     /// How long a publish may wait for its confirm, in milliseconds.
     pub confirm_timeout_ms: u64,
+    /// Whether a worker declares the shared exchanges (true), or only checks that they
+    /// exist (false: for a worker under a user of its own after `warren topology apply`,
+    /// which may not declare them).
+    pub declare_exchanges: bool,
     /// TLS for an `amqps://` URL: whom to trust, who we are, and whether plain AMQP is
     /// allowed at all.
     pub tls: TlsSettings,
@@ -103,6 +107,7 @@ impl fmt::Debug for AmqpSettings {
             .field("url", &self.redacted_url())
             .field("heartbeat_secs", &self.heartbeat_secs)
             .field("confirm_timeout_ms", &self.confirm_timeout_ms)
+            .field("declare_exchanges", &self.declare_exchanges)
             .field("tls", &self.tls)
             .finish()
     }
