@@ -9,7 +9,7 @@ use jiff::SignedDuration;
 use warren_messages::catalogue::{self, Kind};
 use warren_messages::{Attributes, Envelope};
 use warren_runtime::topology::{COMMANDS_EXCHANGE, EVENTS_EXCHANGE, check_worker_name};
-use warren_runtime::{Originator, Outcome, Settings, reconnect_delays};
+use warren_runtime::{Delivered, Originator, Outcome, RuntimeError, Settings, reconnect_delays};
 
 /// Exit code 1: a request faulted, or a message was not delivered (no queue took it).
 pub(crate) const EXIT_FAULT: u8 = 1;
@@ -131,6 +131,25 @@ pub(crate) async fn reconnect(
         }
     }
     anyhow::bail!("lost the broker and could not reconnect in time")
+}
+
+/// Publishes every envelope (each to the exchange of its type), then waits for all their
+/// confirms together: for each, whether a queue took it. An error means the connection
+/// is gone: reconnect, and publish them all again under the same ids.
+pub(crate) async fn publish_confirmed<'a, D: serde::Serialize + 'a>(
+    originator: &Originator,
+    envelopes: impl IntoIterator<Item = &'a Envelope<D>>,
+) -> Result<Vec<bool>, RuntimeError> {
+    let mut confirms = Vec::new();
+    for envelope in envelopes {
+        let exchange = exchange_for(&envelope.attributes.message_type);
+        confirms.push(originator.send(exchange, envelope).await?);
+    }
+    let mut routed = Vec::with_capacity(confirms.len());
+    for confirm in confirms {
+        routed.push(confirm.wait().await? == Delivered::Routed);
+    }
+    Ok(routed)
 }
 
 /// The next outcome (decoded and acked), or `None` once `wait_until` passes; a lost

@@ -14,6 +14,8 @@ mod new;
 mod printable;
 mod send;
 mod tail;
+#[cfg(test)]
+mod testing;
 mod top;
 mod topology;
 mod up;

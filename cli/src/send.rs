@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
-use serde_json::value::RawValue;
-use warren_messages::{Envelope, Fault, Payload, Progress};
-use warren_runtime::{Delivered, Originator, RuntimeError, Settings, UNREADABLE_OUTCOME};
+use warren_messages::{Fault, Payload, Progress};
+use warren_runtime::{Delivered, Originator, Settings, UNREADABLE_OUTCOME};
 
 use crate::common::{
-    exchange_for, new_envelope, next_outcome_before, parse_duration, reconnect, requests_exit_code,
-    source, unroutable,
+    exchange_for, new_envelope, next_outcome_before, parse_duration, publish_confirmed, reconnect,
+    requests_exit_code, source, unroutable,
 };
 
 /// How many requests are published before their confirms are awaited: the most that is
@@ -98,7 +97,6 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
         Originator::connect_within(settings, "warren-cli request", prefetch, args.timeout)
             .await
             .context("cannot connect to the broker")?;
-    let exchange = exchange_for(&args.message_type);
     let timeout = SignedDuration::try_from(args.timeout).unwrap_or(SignedDuration::MAX);
 
     // Each request waiting for its outcome, with its trace id.
@@ -119,9 +117,9 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
             continue;
         }
         loop {
-            match publish_window(&originator, exchange, &window).await {
-                Ok(true) => break,
-                Ok(false) => {
+            match publish_confirmed(&originator, &window).await {
+                Ok(routed) if routed.iter().all(|routed| *routed) => break,
+                Ok(_) => {
                     let code = unroutable(&args.message_type);
                     originator.close().await?;
                     return Ok(code);
@@ -291,24 +289,6 @@ fn print_line(stdout: &std::io::Stdout, line: &[u8]) -> std::io::Result<()> {
     out.write_all(line)?;
     out.write_all(b"\n")?;
     out.flush()
-}
-
-/// Publishes every envelope of `window`, then waits for all their confirms. `false`
-/// when any was returned unroutable.
-async fn publish_window(
-    originator: &Originator,
-    exchange: &str,
-    window: &[Envelope<&RawValue>],
-) -> Result<bool, RuntimeError> {
-    let mut confirms = Vec::with_capacity(window.len());
-    for envelope in window {
-        confirms.push(originator.send(exchange, envelope).await?);
-    }
-    let mut all_routed = true;
-    for confirm in confirms {
-        all_routed &= confirm.wait().await? == Delivered::Routed;
-    }
-    Ok(all_routed)
 }
 
 #[cfg(test)]

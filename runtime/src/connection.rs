@@ -45,6 +45,7 @@ pub async fn connect(
         .connection_timeout
         .get_or_insert(CONNECT_TIMEOUT_MS);
     let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
+    let uses_tls = uri.scheme == lapin::uri::AMQPScheme::AMQPS;
     let tls_config = tls_config(&settings.tls)?;
     let runtime = lapin::runtime::default_runtime()?;
     Connection::connect_uri_with_config(uri, properties, tls_config, runtime)
@@ -55,7 +56,7 @@ pub async fn connect(
                     "the handshake failed (check amqp.tls.ca_file, the broker's certificate \
                      and the host it names, and amqp.tls.client_cert_file): {tls_error}"
                 ))
-            } else if settings.uses_tls() && closed_by_peer(&error) {
+            } else if uses_tls && closed_by_peer(&error) {
                 RuntimeError::Tls(format!(
                     "the broker closed the connection while it was being set up, as it does \
                      when it demands a client certificate and none or an untrusted one was \

@@ -132,9 +132,9 @@ fn off_thread<W: io::Write + Send + 'static>(
 /// are counted: worker names hold no `.`, so `<worker>.` and a date name them alone (the
 /// appender's own pruning would count `orders-archive.…` among `orders`' files).
 struct DailyFile {
-    /// Buffered: the log's writer thread writes a batch of whole lines at a time and
-    /// flushes after each ([`crate::batched_writer`]).
-    appender: io::BufWriter<RollingFileAppender>,
+    /// Unbuffered: the log's writer thread hands it a batch of whole lines at a time
+    /// ([`crate::batched_writer`]), one write each.
+    appender: RollingFileAppender,
     dir: PathBuf,
     worker: &'static str,
     keep: usize,
@@ -154,7 +154,7 @@ impl DailyFile {
             .build(dir)
             .map_err(io::Error::other)?;
         let mut file = DailyFile {
-            appender: io::BufWriter::with_capacity(64 * 1024, appender),
+            appender,
             dir: dir.to_path_buf(),
             worker,
             keep,

@@ -139,21 +139,31 @@ fn text(value: &str) -> AMQPValue {
 /// apply` (`amqp.declare_exchanges = false`), which may not declare them.
 pub async fn check_exchanges(connection: &Connection) -> Result<(), RuntimeError> {
     let channel = connection.create_channel().await?;
-    let passive = ExchangeDeclareOptions {
-        passive: true,
-        ..ExchangeDeclareOptions::default()
-    };
     for (name, kind) in SHARED_EXCHANGES {
-        channel
-            .exchange_declare(name.into(), kind, passive, FieldTable::default())
-            .await?;
+        check_exchange(&channel, name, kind).await?;
     }
     crate::connection::close_channel(&channel, "checked").await;
     Ok(())
 }
 
-/// The shared exchanges and their kinds.
-const SHARED_EXCHANGES: [(&str, ExchangeKind); 5] = [
+/// A passive declare of exchange `name`: it exists (no permission needed, nothing
+/// changed).
+async fn check_exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> Result<(), lapin::Error> {
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(name.into(), kind, passive, FieldTable::default())
+        .await
+}
+
+/// The shared exchanges and their kinds, as [`declare_exchanges`] declares them.
+pub const SHARED_EXCHANGES: [(&str, ExchangeKind); 5] = [
     (COMMANDS_EXCHANGE, ExchangeKind::Direct),
     (EVENTS_EXCHANGE, ExchangeKind::Topic),
     (REPLIES_EXCHANGE, ExchangeKind::Direct),
@@ -178,49 +188,30 @@ pub async fn declare_exchanges(connection: &Connection) -> Result<(), RuntimeErr
                 FieldTable::default(),
             )
             .await;
-        match declared {
-            Ok(()) => {}
-            Err(error) if name == COMMANDS_EXCHANGE && is_precondition_failed(&error) => {
-                // The failed declare closed the channel.
-                channel = connection.create_channel().await?;
-                let passive = ExchangeDeclareOptions {
-                    passive: true,
-                    ..ExchangeDeclareOptions::default()
-                };
-                channel
-                    .exchange_declare(
-                        name.into(),
-                        ExchangeKind::Direct,
-                        passive,
-                        FieldTable::default(),
-                    )
-                    .await?;
-                tracing::warn!(
-                    exchange = name,
-                    "{name} exists with another type (a topic exchange of warren 0.1); \
+        let refused = match declared {
+            Ok(()) => continue,
+            Err(error) if name == COMMANDS_EXCHANGE && is_precondition_failed(&error) => false,
+            // A least-privilege user (`warren topology apply`) may not configure the
+            // shared exchanges: they were declared by whoever set the topology up.
+            Err(error) if is_access_refused(&error) => true,
+            Err(error) => return Err(error.into()),
+        };
+        // The failed declare closed the channel; a passive one checks the exchange is
+        // there, and it is used as it is.
+        channel = connection.create_channel().await?;
+        check_exchange(&channel, name, kind).await?;
+        if refused {
+            tracing::debug!(
+                exchange = name,
+                "not permitted to declare {name}; it exists, using it as it is"
+            );
+        } else {
+            tracing::warn!(
+                exchange = name,
+                "{name} exists with another type (a topic exchange of warren 0.1); \
                      using it as it is. Delete it while no worker runs (`rabbitmqctl \
                      delete_exchange {name}`, with `-p <vhost>`) to get the direct one"
-                );
-            }
-            Err(error) if is_access_refused(&error) => {
-                // A least-privilege user (`warren topology apply`) may not configure the
-                // shared exchanges: they were declared by whoever set the topology up,
-                // and a passive declare (which needs no permission) checks that they
-                // exist. The refused declare closed the channel.
-                channel = connection.create_channel().await?;
-                let passive = ExchangeDeclareOptions {
-                    passive: true,
-                    ..ExchangeDeclareOptions::default()
-                };
-                channel
-                    .exchange_declare(name.into(), kind, passive, FieldTable::default())
-                    .await?;
-                tracing::debug!(
-                    exchange = name,
-                    "not permitted to declare {name}; it exists, using it as it is"
-                );
-            }
-            Err(error) => return Err(error.into()),
+            );
         }
     }
     crate::connection::close_channel(&channel, "declared").await;
@@ -236,15 +227,6 @@ fn is_precondition_failed(error: &lapin::Error) -> bool {
 pub fn is_access_refused(error: &lapin::Error) -> bool {
     matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 403)
 }
-
-/// The shared exchanges with their kinds, as [`declare_exchanges`] declares them.
-pub const EXCHANGES: [(&str, &str); 5] = [
-    (COMMANDS_EXCHANGE, "direct"),
-    (EVENTS_EXCHANGE, "topic"),
-    (REPLIES_EXCHANGE, "direct"),
-    (DEAD_LETTER_EXCHANGE, "direct"),
-    (RETRIES_EXCHANGE, "direct"),
-];
 
 /// Declares `worker`'s work queue, delay queues and dead-letter queue, and binds the
 /// work queue for every type in its manifest and for returns from its delay queues.

@@ -32,10 +32,10 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use warren_messages::catalogue::{self, Entry};
 use warren_messages::{Envelope, Fault, Payload, Progress};
-use warren_runtime::{Delivered, Originator, Outcome, RuntimeError, Settings};
+use warren_runtime::{Originator, Outcome, Settings};
 
 use crate::common::{
-    EXIT_FAULT, EXIT_USAGE, exchange_for, new_envelope, next_outcome_before, parse_duration,
+    EXIT_FAULT, EXIT_USAGE, new_envelope, next_outcome_before, parse_duration, publish_confirmed,
     reconnect,
 };
 use examples::{TypeFolder, promise_of};
@@ -204,7 +204,12 @@ async fn send_and_collect(
     }
 
     let routed = loop {
-        match publish_all(&originator, &requests).await {
+        match publish_confirmed(
+            &originator,
+            requests.iter().map(|request| &request.envelope),
+        )
+        .await
+        {
             Ok(routed) => break routed,
             Err(error) => {
                 // Published again with the same ids: a worker's inbox takes each once.
@@ -262,24 +267,6 @@ async fn send_and_collect(
     Ok(strays)
 }
 
-/// Publishes every request, then waits for all their confirms: for each, whether a
-/// queue took it.
-async fn publish_all(
-    originator: &Originator,
-    requests: &[Request],
-) -> Result<Vec<bool>, RuntimeError> {
-    let mut confirms = Vec::with_capacity(requests.len());
-    for request in requests {
-        let exchange = exchange_for(&request.envelope.attributes.message_type);
-        confirms.push(originator.send(exchange, &request.envelope).await?);
-    }
-    let mut routed = Vec::with_capacity(confirms.len());
-    for confirm in confirms {
-        routed.push(confirm.wait().await? == Delivered::Routed);
-    }
-    Ok(routed)
-}
-
 /// An outcome's correlation id, what it is, and its data (for a readable one).
 fn read_outcome(outcome: &Outcome) -> (Option<String>, Got, Option<Value>) {
     let envelope = match &outcome.envelope {
@@ -324,9 +311,10 @@ fn describe(got: &Got) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Folder;
 
-    fn folder_of(message_type: &str, files: &[(&str, &str)]) -> (TypeFolder, TempFiles) {
-        let temp = TempFiles::new();
+    fn folder_of(message_type: &str, files: &[(&str, &str)]) -> (TypeFolder, Folder) {
+        let temp = Folder::new("contract-check", "plan");
         let files = files
             .iter()
             .map(|(name, text)| (name.to_string(), temp.write(name, text)))
@@ -338,29 +326,6 @@ mod tests {
             },
             temp,
         )
-    }
-
-    /// Files in a folder of their own, removed when dropped.
-    struct TempFiles(PathBuf);
-
-    impl TempFiles {
-        fn new() -> TempFiles {
-            let path = std::env::temp_dir().join(format!("warren-plan-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&path).expect("create a temporary folder");
-            TempFiles(path)
-        }
-
-        fn write(&self, name: &str, text: &str) -> PathBuf {
-            let path = self.0.join(name);
-            std::fs::write(&path, text).expect("write");
-            path
-        }
-    }
-
-    impl Drop for TempFiles {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 
     fn plan(folder: &TypeFolder) -> (Vec<Row>, Vec<Request>) {

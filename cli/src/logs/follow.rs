@@ -211,7 +211,7 @@ mod tests {
 
     use super::*;
 
-    use crate::logs::testing::Folder;
+    use crate::testing::Folder;
 
     impl Folder {
         fn append(&self, name: &str, text: &str) {

@@ -24,29 +24,3 @@ mod source;
 
 pub use args::LogsArgs;
 pub use run::run;
-
-/// What the unit tests of several parts share.
-#[cfg(test)]
-mod testing {
-    use std::path::PathBuf;
-
-    /// A folder of one test's own, removed when dropped.
-    pub(super) struct Folder(pub(super) PathBuf);
-
-    impl Folder {
-        /// An empty folder for the test `name` of the part `part`.
-        pub(super) fn new(part: &str, name: &str) -> Folder {
-            let path = std::env::temp_dir()
-                .join(format!("warren-logs-{part}-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).expect("a folder");
-            Folder(path)
-        }
-    }
-
-    impl Drop for Folder {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}

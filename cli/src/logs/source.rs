@@ -257,7 +257,7 @@ impl Iterator for Source<'_> {
 mod tests {
     use super::*;
 
-    use crate::logs::testing::Folder;
+    use crate::testing::Folder;
 
     impl Folder {
         fn file(&self, name: &str, text: &str) -> FileAt {

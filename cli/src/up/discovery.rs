@@ -169,31 +169,15 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use crate::testing::Folder;
     use crate::up::args::parse_worker_names;
 
-    /// A scratch folder, removed when dropped.
-    struct ScratchFolder(PathBuf);
-
-    impl ScratchFolder {
-        fn new() -> ScratchFolder {
-            let path = std::env::temp_dir().join(format!("warren-up-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir(&path).expect("create a scratch folder");
-            ScratchFolder(path)
-        }
-
-        fn file(&self, name: &str, mode: u32) -> PathBuf {
-            let path = self.0.join(name);
-            std::fs::write(&path, b"").expect("write a stand-in binary");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                .expect("set its mode");
-            path
-        }
-    }
-
-    impl Drop for ScratchFolder {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// A stand-in binary `name` in `folder`, of mode `mode`.
+    fn binary(folder: &Folder, name: &str, mode: u32) -> PathBuf {
+        let path = folder.write(name, "");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .expect("set its mode");
+        path
     }
 
     #[test]
@@ -224,14 +208,14 @@ mod tests {
 
     #[test]
     fn only_executable_worker_binaries_are_found_in_name_order() {
-        let folder = ScratchFolder::new();
-        let tally = folder.file("warren-tally", 0o755);
-        let echo = folder.file("warren-echo", 0o755);
-        let with_digits = folder.file("warren-orders2", 0o700);
-        folder.file("warren", 0o755);
-        folder.file("warren-echo.d", 0o644);
-        folder.file("warren-notes", 0o644);
-        folder.file("warren-Upper", 0o755);
+        let folder = Folder::new("up", "discovery");
+        let tally = binary(&folder, "warren-tally", 0o755);
+        let echo = binary(&folder, "warren-echo", 0o755);
+        let with_digits = binary(&folder, "warren-orders2", 0o700);
+        binary(&folder, "warren", 0o755);
+        binary(&folder, "warren-echo.d", 0o644);
+        binary(&folder, "warren-notes", 0o644);
+        binary(&folder, "warren-Upper", 0o755);
         std::fs::create_dir(folder.0.join("warren-folder")).expect("a folder");
         std::os::unix::fs::symlink(&echo, folder.0.join("warren-echo-link")).expect("a link");
 
@@ -248,8 +232,8 @@ mod tests {
 
     #[test]
     fn no_worker_binary_says_how_to_build_them() {
-        let folder = ScratchFolder::new();
-        folder.file("warren", 0o755);
+        let folder = Folder::new("up", "discovery");
+        binary(&folder, "warren", 0o755);
         let error = find_workers(&folder.0).expect_err("no workers");
         assert!(matches!(error, UpError::NoWorkersFound { .. }));
         assert!(

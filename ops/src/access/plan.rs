@@ -159,7 +159,7 @@ pub fn plan_fleet(
     user_prefix: &str,
 ) -> Result<FleetPlan, String> {
     let mut plan = FleetPlan {
-        exchanges: topology::EXCHANGES
+        exchanges: topology::SHARED_EXCHANGES
             .iter()
             .map(|(name, _kind)| (*name).to_owned())
             .collect(),

@@ -655,30 +655,45 @@ mod tests {
         );
     }
 
-    /// A folder of PEM files for one test, removed when dropped.
-    struct PemFolder(PathBuf);
+    /// A folder of files for one test, removed when dropped.
+    struct TestFolder(PathBuf);
 
-    impl PemFolder {
-        fn new() -> PemFolder {
+    impl TestFolder {
+        fn new() -> TestFolder {
             let path = std::env::temp_dir().join(format!("warren-config-{}", uuid::Uuid::new_v4()));
             std::fs::create_dir_all(&path).expect("a temp folder");
+            TestFolder(path)
+        }
+
+        /// With a certificate (`cert.pem`), its key (`key.pem`) and a file that is not
+        /// PEM (`not-pem.txt`).
+        fn with_pem_files() -> TestFolder {
+            let folder = TestFolder::new();
             let key = rcgen::KeyPair::generate().expect("a key");
             let certificate = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
                 .expect("parameters")
                 .self_signed(&key)
                 .expect("a certificate");
-            std::fs::write(path.join("cert.pem"), certificate.pem()).expect("cert.pem");
-            std::fs::write(path.join("key.pem"), key.serialize_pem()).expect("key.pem");
-            std::fs::write(path.join("not-pem.txt"), "SECRET-LOOKING TEXT\n").expect("text");
-            PemFolder(path)
+            folder.write("cert.pem", &certificate.pem());
+            folder.write("key.pem", &key.serialize_pem());
+            folder.write("not-pem.txt", "SECRET-LOOKING TEXT\n");
+            folder
         }
 
+        /// Writes `content` to the file `name` and returns its path.
+        fn write(&self, name: &str, content: &str) -> String {
+            let path = self.0.join(name);
+            std::fs::write(&path, content).expect("a file");
+            path.display().to_string()
+        }
+
+        /// The path of the file `name`.
         fn file(&self, name: &str) -> String {
             self.0.join(name).display().to_string()
         }
     }
 
-    impl Drop for PemFolder {
+    impl Drop for TestFolder {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
@@ -726,7 +741,7 @@ mod tests {
 
     #[test]
     fn tls_files_are_read_and_checked_at_start_up() {
-        let folder = PemFolder::new();
+        let folder = TestFolder::with_pem_files();
         let (cert, key, text) = (
             folder.file("cert.pem"),
             folder.file("key.pem"),
@@ -795,37 +810,12 @@ mod tests {
         }
     }
 
-    /// A folder of secret files for one test, removed when dropped.
-    struct SecretFolder(PathBuf);
-
-    impl SecretFolder {
-        fn new() -> SecretFolder {
-            let path =
-                std::env::temp_dir().join(format!("warren-secrets-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&path).expect("a temp folder");
-            SecretFolder(path)
-        }
-
-        /// Writes `content` to the file `name` and returns its path.
-        fn write(&self, name: &str, content: &str) -> String {
-            let path = self.0.join(name);
-            std::fs::write(&path, content).expect("a secret file");
-            path.display().to_string()
-        }
-    }
-
-    impl Drop for SecretFolder {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     /// A password no message, setting or path holds by chance.
     const SECRET: &str = "Zq7-hunter2-SECRET-41";
 
     #[test]
     fn a_setting_may_be_given_as_a_file_by_either_name() {
-        let folder = SecretFolder::new();
+        let folder = TestFolder::new();
         let url = format!("amqp://app:{SECRET}@broker.example:5672/%2f");
         let with_newline = folder.write("url-newline", &format!("{url}\n"));
         let with_crlf = folder.write("url-crlf", &format!("{url}\r\n"));
@@ -870,7 +860,7 @@ mod tests {
 
     #[test]
     fn a_setting_whose_name_ends_in_file_is_still_that_setting() {
-        let folder = SecretFolder::new();
+        let folder = TestFolder::new();
         let missing = folder.0.join("missing-ca.pem").display().to_string();
         // `WARREN_AMQP__TLS__CA_FILE` is the setting `amqp.tls.ca_file` (a path), not a
         // file holding `amqp.tls.ca`.
@@ -923,7 +913,7 @@ mod tests {
 
     #[test]
     fn a_value_and_its_file_together_are_an_error_naming_both() {
-        let folder = SecretFolder::new();
+        let folder = TestFolder::new();
         let url = folder.write("url", &format!("amqp://app:{SECRET}@broker:5672/%2f\n"));
         for (value_variable, file_variable) in [
             ("WARREN_AMQP_URL", "WARREN_AMQP_URL_FILE"),
@@ -963,7 +953,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_file_is_an_error_naming_the_variable_and_the_path() {
-        let folder = SecretFolder::new();
+        let folder = TestFolder::new();
         let missing = folder.0.join("missing").display().to_string();
         let not_utf8 = folder.0.join("not-utf8");
         std::fs::write(&not_utf8, [b'p', 0xff, 0xfe, b'\n']).expect("bytes");
@@ -1001,7 +991,7 @@ mod tests {
 
     #[test]
     fn a_secret_from_a_file_appears_in_no_debug_output_or_error() {
-        let folder = SecretFolder::new();
+        let folder = TestFolder::new();
         let url_file = folder.write(
             "url",
             &format!("amqp://app:{SECRET}@broker.example:5672/%2f\n"),

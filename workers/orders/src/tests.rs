@@ -77,6 +77,15 @@ fn order(order_id: &str) -> Value {
     })
 }
 
+/// The reserve command an order placed sends first.
+fn reserve_of(outputs: &Outputs) -> ReserveStock {
+    outputs
+        .iter()
+        .next()
+        .and_then(Output::decode)
+        .expect("a reserve")
+}
+
 fn code(error: &HandlerError) -> &str {
     match error {
         HandlerError::Refused { code, .. } | HandlerError::Permanent { code, .. } => code,
@@ -102,11 +111,7 @@ async fn an_order_is_priced_recorded_and_sent_to_inventory() {
             .all(|output| output.subject() == Some("ord-1")),
         "{outputs:?}"
     );
-    let reserve: ReserveStock = outputs
-        .iter()
-        .next()
-        .and_then(Output::decode)
-        .expect("a reserve");
+    let reserve = reserve_of(&outputs);
     assert_eq!(reserve.total_cents, 2 * 850 + 1999);
     assert_eq!(reserve.currency, "EUR");
     assert_eq!(reserve.items[0].unit_price_cents, 850);
@@ -133,12 +138,7 @@ async fn an_order_without_an_id_gets_one() {
         .expect("object")
         .remove("order_id");
     let (_, outputs) = orders.place(without_id).await;
-    let reserve: ReserveStock = outputs
-        .expect("placed")
-        .iter()
-        .next()
-        .and_then(Output::decode)
-        .expect("a reserve");
+    let reserve = reserve_of(&outputs.expect("placed"));
     assert!(reserve.order_id.starts_with("ord-"), "{}", reserve.order_id);
 }
 
@@ -148,12 +148,7 @@ async fn a_v2_order_names_its_currency_and_only_the_price_lists_is_taken() {
     let mut in_euros = order("ord-v2");
     in_euros["currency"] = json!("EUR");
     let (_, outputs) = orders.place_as::<PlaceOrder>(in_euros).await;
-    let reserve: ReserveStock = outputs
-        .expect("placed")
-        .iter()
-        .next()
-        .and_then(Output::decode)
-        .expect("a reserve");
+    let reserve = reserve_of(&outputs.expect("placed"));
     assert_eq!(
         (reserve.currency.as_str(), reserve.total_cents),
         ("EUR", 3699)

@@ -122,6 +122,7 @@ pub(super) fn type_folders(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Folder;
 
     #[test]
     fn a_file_name_promises_a_result_or_a_fault_code() {
@@ -164,37 +165,14 @@ mod tests {
         }
     }
 
-    /// A folder of its own under the system's temporary folder, removed when dropped.
-    struct TempFolder(PathBuf);
-
-    impl TempFolder {
-        fn new() -> TempFolder {
-            let path = std::env::temp_dir().join(format!("warren-check-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&path).expect("create a temporary folder");
-            TempFolder(path)
-        }
-
-        fn file(&self, relative: &str) {
-            let path = self.0.join(relative);
-            std::fs::create_dir_all(path.parent().expect("a parent")).expect("create folders");
-            std::fs::write(path, "{}").expect("write");
-        }
-    }
-
-    impl Drop for TempFolder {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     #[test]
     fn folders_and_files_are_listed_sorted_and_only_json_files_count() {
-        let folder = TempFolder::new();
-        folder.file("dev.b.v1/ok-z.json");
-        folder.file("dev.b.v1/fault-x-a.json");
-        folder.file("dev.b.v1/README.md");
-        folder.file("dev.a.v1/ok-a.json");
-        folder.file("README.md");
+        let folder = Folder::new("contract-check", "examples");
+        folder.write("dev.b.v1/ok-z.json", "{}");
+        folder.write("dev.b.v1/fault-x-a.json", "{}");
+        folder.write("dev.b.v1/README.md", "{}");
+        folder.write("dev.a.v1/ok-a.json", "{}");
+        folder.write("README.md", "{}");
         std::fs::create_dir_all(folder.0.join("dev.c.v1")).expect("an empty folder");
         let folders = type_folders(&folder.0, &[]).expect("folders");
         let listed: Vec<(&str, Vec<&str>)> = folders
@@ -228,7 +206,7 @@ mod tests {
 
     #[test]
     fn a_missing_or_empty_examples_folder_is_an_error() {
-        let folder = TempFolder::new();
+        let folder = Folder::new("contract-check", "examples");
         assert!(matches!(
             type_folders(&folder.0, &[]),
             Err(FolderError::Empty(_))
