@@ -16,6 +16,7 @@ mod send;
 mod tail;
 #[cfg(test)]
 mod testing;
+mod token;
 mod top;
 mod topology;
 mod up;
@@ -73,6 +74,9 @@ enum Command {
     /// The fleet's topology and one least-privilege broker user per worker: `apply`
     /// declares and creates them, `diff` shows what apply would change.
     Topology(topology::TopologyArgs),
+    /// Development tokens and keys: `issue` signs a token for `--token`, `keygen` makes
+    /// a key pair for the workers' key set, `retire` takes a key out of it.
+    Token(token::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
             Command::Schema(args) => contract::schema(args),
             Command::Contract(args) => contract::run(&load_settings(&overrides)?, args).await,
             Command::Topology(args) => topology::run(&load_settings(&overrides)?, args).await,
+            Command::Token(args) => token::run(args, &overrides),
         }
     });
     match result {

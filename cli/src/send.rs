@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
 use warren_messages::{Fault, Payload, Progress};
-use warren_runtime::{Delivered, Originator, Settings, UNREADABLE_OUTCOME};
+use warren_runtime::{Delivered, Originator, OutcomeRecovery, Settings, UNREADABLE_OUTCOME};
 
 use crate::common::{
     exchange_for, new_envelope, next_outcome_before, parse_duration, publish_confirmed, reconnect,
@@ -30,6 +30,8 @@ pub struct PublishArgs {
     /// How long connecting to the broker may take, e.g. 10s.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+    #[command(flatten)]
+    pub token: crate::token::TokenArg,
 }
 
 /// Arguments of `warren request`.
@@ -52,14 +54,24 @@ pub struct RequestArgs {
     /// printed before the outcome.
     #[arg(long)]
     pub progress: bool,
+    #[command(flatten)]
+    pub token: crate::token::TokenArg,
 }
 
 /// `warren publish`: sends one message without a reply queue and prints its id.
 pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<ExitCode> {
     let data = crate::input::read_data(&args.data)?;
-    let originator = Originator::connect_within(settings, "warren-cli publish", 1, args.timeout)
-        .await
-        .context("cannot connect to the broker")?;
+    let token = args.token.read()?;
+    let originator = Originator::connect_with_token(
+        settings,
+        "warren-cli publish",
+        1,
+        args.timeout,
+        OutcomeRecovery::BrokerKeeps,
+        token,
+    )
+    .await
+    .context("cannot connect to the broker")?;
     let envelope = new_envelope(&args.message_type, &*data);
     let confirm = originator
         .send(exchange_for(&args.message_type), &envelope)
@@ -89,14 +101,21 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
         .iter()
         .map(|argument| crate::input::read_data(argument))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let token = args.token.read()?;
     let count = args
         .count
         .unwrap_or_else(|| u32::try_from(data.len()).unwrap_or(u32::MAX));
     let prefetch = u16::try_from(count.min(1000)).unwrap_or(1000);
-    let mut originator =
-        Originator::connect_within(settings, "warren-cli request", prefetch, args.timeout)
-            .await
-            .context("cannot connect to the broker")?;
+    let mut originator = Originator::connect_with_token(
+        settings,
+        "warren-cli request",
+        prefetch,
+        args.timeout,
+        OutcomeRecovery::BrokerKeeps,
+        token,
+    )
+    .await
+    .context("cannot connect to the broker")?;
     let timeout = SignedDuration::try_from(args.timeout).unwrap_or(SignedDuration::MAX);
 
     // Each request waiting for its outcome, with its trace id.

@@ -84,6 +84,7 @@ pub fn check_delivery(properties: &BasicProperties, body: &[u8]) {
                     exchange: "warren.commands",
                     routing_key: "dev.warren.fuzz.v1",
                     attempts: 1,
+                    token_subject: None,
                 },
                 FRAME_MAX,
             );

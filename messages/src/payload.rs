@@ -166,7 +166,9 @@ pub mod fault_code {
     pub const UNKNOWN_TYPE: &str = "unknown_type";
     /// The message arrived after its deadline; the work was not started.
     pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
-    /// The sender is not allowed to ask for this.
+    /// The sender is not allowed to ask for this: the worker requires a token and the
+    /// message's is missing or refused, or lacks the scope its type requires (the dead
+    /// letter's `x-warren-reason` says which; docs/security.md, "Tokens").
     pub const UNAUTHORIZED: &str = "unauthorized";
     /// Something failed inside the worker.
     pub const INTERNAL: &str = "internal";

@@ -8,6 +8,7 @@ use std::time::Duration;
 use lapin::types::FieldTable;
 use warren_messages::{DecodeError, fault_code};
 
+use crate::auth::TokenError;
 use crate::config::RetrySettings;
 use crate::handler::{HandlerError, Outputs};
 use crate::headers::deaths;
@@ -17,6 +18,8 @@ use crate::headers::deaths;
 pub(crate) enum Fact {
     /// It could not be decoded, or its data does not fit the handler's input.
     BadInput(DecodeError),
+    /// Its token is missing or refused (`auth.required`): the handler never saw it.
+    Unauthorized(TokenError),
     /// Its deadline passed before the work started.
     PastDeadline,
     /// The handler returned.
@@ -65,7 +68,7 @@ pub(crate) struct Rejection {
     pub(crate) error: String,
     /// The fault's code.
     pub(crate) fault_code: Cow<'static, str>,
-    /// Where it failed: `decode`, `accept`, `handle`, `publish`.
+    /// Where it failed: `decode`, `authorize`, `accept`, `handle`, `publish`.
     pub(crate) stage: &'static str,
     /// Whether sending the same request again may succeed.
     pub(crate) retryable: bool,
@@ -76,6 +79,12 @@ pub(crate) struct Rejection {
 }
 
 impl Rejection {
+    /// Whether the message's token was refused (the stage `authorize`): the handler
+    /// never ran.
+    pub(crate) fn is_unauthorized(&self) -> bool {
+        self.stage == "authorize"
+    }
+
     /// Whether this is a refusal of the domain (`HandlerError::Refused`: a declined
     /// card): the message was fine and the worker did its job, so it is not an error.
     pub(crate) fn is_refusal(&self) -> bool {
@@ -112,6 +121,13 @@ pub(crate) fn decide(fact: Fact, attempts: u32, retry: &RetrySettings) -> Action
             error.to_string(),
             Cow::Borrowed(error.fault_code()),
             "decode",
+            false,
+        ),
+        Fact::Unauthorized(error) => reject(
+            Cow::Borrowed(error.reason_code()),
+            error.to_string(),
+            Cow::Borrowed(fault_code::UNAUTHORIZED),
+            "authorize",
             false,
         ),
         Fact::PastDeadline => Action::Reject(Rejection {
@@ -332,6 +348,27 @@ mod tests {
                 Fact::BadInput(DecodeError::UnknownType("dev.x.v1".into())),
                 1,
                 reject("unknown_type", "unknown_type", "decode", false, true),
+            ),
+            (
+                "no token, where one is required",
+                Fact::Unauthorized(TokenError::Missing),
+                1,
+                reject("token_missing", "unauthorized", "authorize", false, true),
+            ),
+            (
+                "a token without the scope its type requires",
+                Fact::Unauthorized(TokenError::MissingScope {
+                    scope: "tally:write".into(),
+                    message_type: "dev.warren.tally.add.v1".into(),
+                }),
+                1,
+                reject(
+                    "token_missing_scope",
+                    "unauthorized",
+                    "authorize",
+                    false,
+                    true,
+                ),
             ),
             (
                 "deadline passed",

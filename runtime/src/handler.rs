@@ -6,6 +6,8 @@ use std::future::Future;
 use serde_json::value::RawValue;
 use warren_messages::{Attributes, DecodeError, Envelope, Inbound, Payload, Progress, fault_code};
 
+use crate::auth::Claims;
+
 /// A worker's identity and the message types it consumes and produces.
 #[derive(Debug, Clone, Copy)]
 pub struct Manifest {
@@ -65,6 +67,9 @@ pub struct Incoming<'a, I> {
     pub delivery_count: u32,
     /// The payload as it arrived, for [`Incoming::identity`].
     data: &'a RawValue,
+    /// Who sent it, as its verified token says; `None` when the worker does not require
+    /// tokens (`auth.required`).
+    claims: Option<&'a Claims>,
 }
 
 impl<'a, I: Inbound> Incoming<'a, I> {
@@ -81,21 +86,25 @@ impl<'a, I: Inbound> Incoming<'a, I> {
             payload: envelope.decode_data::<I>()?,
             delivery_count: 0,
             data,
+            claims: None,
         })
     }
 
-    /// Like [`Incoming::decode`], for a payload already decoded from `data`.
+    /// Like [`Incoming::decode`], for a payload already decoded from `data`, sent by
+    /// whom `claims` say.
     pub(crate) fn new(
         attributes: &'a Attributes,
         payload: I,
         data: &'a RawValue,
         delivery_count: u32,
+        claims: Option<&'a Claims>,
     ) -> Self {
         Incoming {
             attributes,
             payload,
             delivery_count,
             data,
+            claims,
         }
     }
 }
@@ -104,6 +113,20 @@ impl<'a, I> Incoming<'a, I> {
     /// The message's identity, for de-duplication (a worker's inbox keys on it).
     pub fn identity(&self) -> MessageIdentity<'a> {
         MessageIdentity::of(self.attributes, self.data)
+    }
+
+    /// Who sent the message, as its verified token says (subject, scopes): `Some` on
+    /// every message when the worker requires tokens (`auth.required`), whose runtime
+    /// has already refused a message without a valid one, or without the scope its
+    /// type requires (`[auth.scopes]`); `None` when it does not.
+    pub fn claims(&self) -> Option<&'a Claims> {
+        self.claims
+    }
+
+    /// This message as sent by whom `claims` say: for a handler's unit tests.
+    pub fn with_claims(mut self, claims: &'a Claims) -> Self {
+        self.claims = Some(claims);
+        self
     }
 }
 
@@ -495,6 +518,19 @@ mod tests {
 
         let not_an_object = raw("[1]");
         assert!(Incoming::<EchoRequest>::decode(&attributes, &not_an_object).is_err());
+    }
+
+    #[test]
+    fn claims_reach_the_handler_when_there_are_some() {
+        let attributes = Attributes::request::<EchoRequest>("/test");
+        let data = raw("{}");
+        let incoming = Incoming::<EchoRequest>::decode(&attributes, &data).expect("decode");
+        assert!(incoming.claims().is_none());
+        let claims = Claims::new("alice", &["tally:write"]);
+        let incoming = incoming.with_claims(&claims);
+        let seen = incoming.claims().expect("claims");
+        assert_eq!(seen.subject, "alice");
+        assert!(seen.has_scope("tally:write"));
     }
 
     #[test]

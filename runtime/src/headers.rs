@@ -34,6 +34,9 @@ pub mod dead_letter_header {
     /// The names of the message's own headers left out of the copy so that it fits in
     /// one frame, comma-separated (present only when some were).
     pub const DROPPED_HEADERS: &str = "x-warren-dropped-headers";
+    /// The subject of the message's token, when the worker verified it: who sent it.
+    /// The token itself ([`super::X_WARREN_TOKEN`]) is never kept in the copy.
+    pub const TOKEN_SUBJECT: &str = "x-warren-token-subject";
 }
 
 /// The broker's record of each time a message was dead-lettered (newest first).
@@ -42,6 +45,27 @@ pub const X_DEATH: &str = "x-death";
 pub const X_DELIVERY_COUNT: &str = "x-delivery-count";
 /// The W3C trace context, mirrored from the envelope.
 pub const TRACEPARENT: &str = "traceparent";
+/// A message's token: the compact JWT that says who sent it (docs/security.md, "Tokens").
+/// An originator sets it on a request; the runtime copies it onto every command and event
+/// the work produces (and the announcement of its failure), never onto an outcome, and
+/// never keeps it in a dead-letter copy.
+pub const X_WARREN_TOKEN: &str = "x-warren-token";
+
+/// The message's token (`x-warren-token`, by that exact name): `None` when it has none,
+/// [`TokenError::NotText`](crate::auth::TokenError::NotText) when it is not a string.
+pub fn token(headers: Option<&FieldTable>) -> Result<Option<&str>, crate::auth::TokenError> {
+    match headers.and_then(|table| table.inner().get(X_WARREN_TOKEN)) {
+        None => Ok(None),
+        Some(value) => text(value)
+            .map(Some)
+            .ok_or(crate::auth::TokenError::NotText),
+    }
+}
+
+/// Whether `name` is the token's header, in any case: what no copy warren makes keeps.
+pub fn is_token_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case(X_WARREN_TOKEN)
+}
 
 /// The text of a string header value: a long string that is UTF-8, or a short string.
 pub fn text(value: &AMQPValue) -> Option<&str> {
@@ -321,9 +345,11 @@ pub struct DeadLetterFacts<'a> {
     pub routing_key: &'a str,
     /// How many times it was attempted.
     pub attempts: u32,
+    /// The subject of its token, when the worker verified one.
+    pub token_subject: Option<&'a str>,
 }
 
-/// The properties of a dead letter's copy: the original's, with the
+/// The properties of a dead letter's copy: the original's, without its token, with the
 /// [`dead_letter_header`]s of `facts`, made to fit a frame of `frame_max` bytes (see
 /// [`with_added_headers`]).
 pub fn dead_letter_properties(
@@ -332,7 +358,7 @@ pub fn dead_letter_properties(
     frame_max: usize,
 ) -> BasicProperties {
     use dead_letter_header as header;
-    let added = vec![
+    let mut added = vec![
         (header::REASON, long_text(facts.reason)),
         (header::ERROR, long_text(facts.error)),
         (header::WORKER, long_text(facts.worker)),
@@ -344,16 +370,20 @@ pub fn dead_letter_properties(
         ),
         (header::FAILED_AT, long_text(&Timestamp::now().to_string())),
     ];
+    if let Some(subject) = facts.token_subject {
+        added.push((header::TOKEN_SUBJECT, long_text(subject)));
+    }
     with_added_headers(original, added, frame_max)
 }
 
 /// The longest text kept in one header that warren writes about a message.
 const MAX_ADDED_HEADER_TEXT: usize = 2048;
 
-/// `original`'s properties with `added` headers set (over any of the same name), made
-/// to fit a content header frame of `frame_max` bytes: when they do not, the original's
-/// own headers are left out, largest first, until they do, and their names are listed
-/// in [`dead_letter_header::DROPPED_HEADERS`]. Added text is cut to 2 KiB.
+/// `original`'s properties without its token ([`X_WARREN_TOKEN`]: a copy is no store of
+/// credentials to replay) and with `added` headers set (over any of the same name),
+/// made to fit a content header frame of `frame_max` bytes: when they do not, the
+/// original's own headers are left out, largest first, until they do, and their names
+/// are listed in [`dead_letter_header::DROPPED_HEADERS`]. Added text is cut to 2 KiB.
 ///
 /// What is added is small and bounded, and the original fitted a frame when it arrived,
 /// so the result always fits.
@@ -368,6 +398,7 @@ pub fn with_added_headers(
         .unwrap_or_default()
         .inner()
         .clone();
+    headers.retain(|name, _| !is_token_header(name.as_str()));
     for (name, value) in added {
         let value = match value {
             AMQPValue::LongString(bytes) if bytes.len() > MAX_ADDED_HEADER_TEXT => {
@@ -520,6 +551,47 @@ mod tests {
         assert_eq!(
             header_frame_size(&properties),
             HEADER_FRAME_OVERHEAD + 4 + 1 + 13
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_copy_keeps_no_token_only_its_verified_subject() {
+        let original = BasicProperties::default().with_headers(table(&[
+            (X_WARREN_TOKEN, long_text("a.b.c")),
+            ("X-Warren-Token", long_text("d.e.f")),
+            (TRACEPARENT, long_text("00-1-2-01")),
+        ]));
+        let facts = |token_subject| DeadLetterFacts {
+            reason: "token_expired",
+            error: "the token has expired",
+            worker: "tally",
+            exchange: "warren.commands",
+            routing_key: "dev.warren.tally.add.v1",
+            attempts: 1,
+            token_subject,
+        };
+        for subject in [None, Some("alice")] {
+            let copy = dead_letter_properties(&original, &facts(subject), 131_072);
+            let headers = copy.headers().clone().expect("headers");
+            assert!(
+                headers
+                    .inner()
+                    .keys()
+                    .all(|name| !is_token_header(name.as_str())),
+                "{headers:?}"
+            );
+            assert_eq!(
+                header_text(Some(&headers), dead_letter_header::TOKEN_SUBJECT),
+                subject
+            );
+            assert!(header_text(Some(&headers), TRACEPARENT).is_some());
+        }
+        assert_eq!(token(original.headers().as_ref()), Ok(Some("a.b.c")));
+        assert_eq!(token(None), Ok(None));
+        let not_text = table(&[(X_WARREN_TOKEN, AMQPValue::Boolean(true))]);
+        assert_eq!(
+            token(Some(&not_text)),
+            Err(crate::auth::TokenError::NotText)
         );
     }
 

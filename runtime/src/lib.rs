@@ -19,6 +19,7 @@ mod publisher;
 mod session;
 mod worker;
 
+pub mod auth;
 pub mod config;
 pub mod delivery;
 pub mod headers;
@@ -28,6 +29,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod topology;
 
+pub use auth::{Claims, Token};
 pub use config::{AMQP_URL_VARIABLES, ConfigError, Overrides, Settings};
 pub use connection::{
     CLOSE_TIMEOUT, SETUP_TIMEOUT, close_channel, close_connection, connect, reconnect_delays,
@@ -42,5 +44,8 @@ pub use originator::{
     CorrelationAndType, Originator, Outcome, OutcomePosition, OutcomeRecovery, RawOutcome,
     UNREADABLE_OUTCOME,
 };
-pub use publisher::{Delivered, PendingConfirm, Publisher, outcome_properties_of, properties_of};
+pub use publisher::{
+    Delivered, PendingConfirm, Publisher, outcome_properties_of, properties_of,
+    properties_with_token,
+};
 pub use worker::{run_worker, worker_main};

@@ -13,6 +13,8 @@ use serde_json::value::RawValue;
 use tracing::Instrument;
 use warren_messages::{Attributes, Envelope, Fault, Payload, Progress, RequestFailed, TraceParent};
 
+use crate::auth::error::quoted;
+use crate::auth::{Claims, MAX_TOKEN_BYTES, TokenError};
 use crate::decision::{Action, Fact, Rejection, attempts_so_far, decide, panic_message};
 use crate::delivery::{ack_within, decode_delivery, salvage};
 use crate::error::RuntimeError;
@@ -23,12 +25,12 @@ use crate::headers::{
 use crate::metrics::{self, InFlight, Outcome};
 use crate::otel;
 use crate::publisher::{
-    Delivered, PendingConfirm, Publisher, outcome_properties_of, properties_of, truncate,
+    Delivered, PendingConfirm, Publisher, outcome_properties_of, properties_with_token, truncate,
 };
 use crate::session::WorkerCore;
 use crate::topology::{
     COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, REPLIES_EXCHANGE, RETRIES_EXCHANGE,
-    is_valid_reply_queue, retry_queue_name,
+    is_valid_reply_queue, reply_queue_is_owned_by, retry_queue_name,
 };
 
 /// The most of an error's text kept in a dead-letter header or a fault.
@@ -68,7 +70,7 @@ impl<H: Handler> Processor<'_, H> {
                     let action = decide(Fact::BadInput(error), 1, &self.core.settings.retry);
                     let hop = attributes.hop_trace();
                     let outcome = self
-                        .carry_out(&delivery, &attributes, hop, action, 1)
+                        .carry_out(&delivery, &attributes, hop, action, 1, Relay::Nothing)
                         .await?;
                     in_flight.finish(outcome);
                     return Ok(());
@@ -137,6 +139,76 @@ impl<H: Handler> Processor<'_, H> {
             delivery.exchange.as_str() == RETRIES_EXCHANGE,
             &self.core.retry_queue_prefix,
         );
+        // Who sent it, when the worker requires a token: checked before anything else
+        // is done for the message.
+        let authorized = match &self.core.auth {
+            None => Ok(None),
+            Some(verifier) => match crate::headers::token(headers) {
+                Err(error) => Err(error),
+                Ok(None) => Err(TokenError::Missing),
+                Ok(Some(token)) => verifier
+                    .verify(Some(token), &attributes.message_type)
+                    .map(|claims| Some((claims, token))),
+            },
+        };
+        // With a token, outcomes go only to its subject's reply queues: a request naming
+        // another's queue is refused, and answered nowhere.
+        let authorized = authorized.and_then(|verified| match &verified {
+            Some((claims, _))
+                if attributes.replyto.as_deref().is_some_and(|reply_to| {
+                    !reply_queue_is_owned_by(reply_to, &claims.subject)
+                }) =>
+            {
+                Err(TokenError::ForeignReply(quoted(&claims.subject)))
+            }
+            _ => Ok(verified),
+        });
+        let unanswerable;
+        let attributes = if matches!(authorized, Err(TokenError::ForeignReply(_))) {
+            unanswerable = Attributes {
+                replyto: None,
+                ..attributes.clone()
+            };
+            &unanswerable
+        } else {
+            attributes
+        };
+        let (fact, relay) = match &authorized {
+            Err(error) => {
+                tracing::warn!(
+                    reason = error.reason_code(),
+                    error = %error,
+                    "unauthorized: dead-lettering"
+                );
+                (Fact::Unauthorized(error.clone()), Relay::Nothing)
+            }
+            Ok(verified) => {
+                let relay = match verified {
+                    None => Relay::AsArrived,
+                    Some((claims, token)) => Relay::Verified {
+                        token,
+                        subject: &claims.subject,
+                    },
+                };
+                let claims = verified.as_ref().map(|(claims, _)| &**claims);
+                let fact = self.handle(envelope, delivery_count, claims).await;
+                (fact, relay)
+            }
+        };
+        let action = decide(fact, attempts, &self.core.settings.retry);
+        self.carry_out(delivery, attributes, hop, action, attempts, relay)
+            .await
+    }
+
+    /// What became of an authorized message: its deadline, its payload, the handler's
+    /// answer.
+    async fn handle(
+        &self,
+        envelope: &Envelope<&RawValue>,
+        delivery_count: u32,
+        claims: Option<&Claims>,
+    ) -> Fact {
+        let attributes = &envelope.attributes;
         // A deadline bounds when work may start: a command's. An event tells what
         // happened (a compensation, a status) and is taken however late it comes.
         let is_event = self
@@ -144,34 +216,31 @@ impl<H: Handler> Processor<'_, H> {
             .manifest
             .events
             .contains(&attributes.message_type.as_str());
-        let fact = if !is_event && attributes.is_past_deadline(Timestamp::now()) {
+        if !is_event && attributes.is_past_deadline(Timestamp::now()) {
             tracing::info!("deadline passed before the work started");
-            Fact::PastDeadline
-        } else {
-            match envelope.decode_data::<H::Input>() {
-                Err(error) => {
-                    tracing::warn!(reason = error.reason_code(), error = %error, "bad input: dead-lettering");
-                    Fact::BadInput(error)
-                }
-                Ok(payload) => {
-                    let incoming =
-                        Incoming::new(attributes, payload, envelope.data, delivery_count);
-                    match AssertUnwindSafe(self.core.handler.handle(incoming))
-                        .catch_unwind()
-                        .await
-                    {
-                        Ok(handled) => Fact::Handled(handled),
-                        Err(panic) => Fact::Panicked(panic_message(panic.as_ref())),
-                    }
+            return Fact::PastDeadline;
+        }
+        match envelope.decode_data::<H::Input>() {
+            Err(error) => {
+                tracing::warn!(reason = error.reason_code(), error = %error, "bad input: dead-lettering");
+                Fact::BadInput(error)
+            }
+            Ok(payload) => {
+                let incoming =
+                    Incoming::new(attributes, payload, envelope.data, delivery_count, claims);
+                match AssertUnwindSafe(self.core.handler.handle(incoming))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(handled) => Fact::Handled(handled),
+                    Err(panic) => Fact::Panicked(panic_message(panic.as_ref())),
                 }
             }
-        };
-        let action = decide(fact, attempts, &self.core.settings.retry);
-        self.carry_out(delivery, attributes, hop, action, attempts)
-            .await
+        }
     }
 
-    /// Does what was decided, within the hop's trace `hop`.
+    /// Does what was decided, within the hop's trace `hop`, passing on what `relay` says
+    /// of the message's token.
     async fn carry_out(
         &self,
         delivery: &Delivery,
@@ -179,10 +248,11 @@ impl<H: Handler> Processor<'_, H> {
         hop: TraceParent,
         action: Action,
         attempts: u32,
+        relay: Relay<'_>,
     ) -> Result<Outcome, RuntimeError> {
         match action {
             Action::Publish(outputs) => {
-                self.publish_outputs(delivery, attributes, hop, outputs, attempts)
+                self.publish_outputs(delivery, attributes, hop, outputs, attempts, relay)
                     .await
             }
             Action::RetryLater { delay } => {
@@ -207,7 +277,7 @@ impl<H: Handler> Processor<'_, H> {
                 } else {
                     Outcome::Error
                 };
-                self.reject(delivery, attributes, hop, rejection, attempts)
+                self.reject(delivery, attributes, hop, rejection, attempts, relay)
                     .await?;
                 Ok(outcome)
             }
@@ -219,6 +289,8 @@ impl<H: Handler> Processor<'_, H> {
     /// Every output is encoded before any is published: one larger than a receiver
     /// accepts (`limits.max_body_bytes`) fails the message as a whole
     /// ([`Fact::OutputTooLarge`]) instead of being published and refused downstream.
+    /// Commands and events carry the message's token on (as `relay` says); outcomes to
+    /// the originator never do.
     async fn publish_outputs(
         &self,
         delivery: &Delivery,
@@ -226,7 +298,18 @@ impl<H: Handler> Processor<'_, H> {
         hop: TraceParent,
         outputs: Outputs,
         attempts: u32,
+        relay: Relay<'_>,
     ) -> Result<Outcome, RuntimeError> {
+        // Read once, and only when a command or an event goes out.
+        let forwarded_token = if outputs
+            .items
+            .iter()
+            .any(|output| matches!(output.route, Route::Event | Route::Command))
+        {
+            relay.token(delivery)
+        } else {
+            None
+        };
         let mut encoded = Vec::with_capacity(outputs.items.len());
         // Progress notes first: one channel keeps its publishes in order, so a note
         // reaches the originator before the outcome it comes with.
@@ -290,13 +373,13 @@ impl<H: Handler> Processor<'_, H> {
                     limit,
                 };
                 let action = decide(fact, attempts, &self.core.settings.retry);
-                return Box::pin(self.carry_out(delivery, attributes, hop, action, attempts)).await;
+                return Box::pin(
+                    self.carry_out(delivery, attributes, hop, action, attempts, relay),
+                )
+                .await;
             }
-            let properties = if exchange == REPLIES_EXCHANGE {
-                outcome_properties_of(&envelope, routing_key)
-            } else {
-                properties_of(&envelope)
-            };
+            let properties =
+                output_properties(output.route, &envelope, routing_key, forwarded_token);
             encoded.push((output, exchange, routing_key, body, properties));
         }
         let mut pending = Vec::with_capacity(encoded.len());
@@ -317,7 +400,10 @@ impl<H: Handler> Processor<'_, H> {
                     message_type: message_type.to_owned(),
                 };
                 let action = decide(fact, attempts, &self.core.settings.retry);
-                return Box::pin(self.carry_out(delivery, attributes, hop, action, attempts)).await;
+                return Box::pin(
+                    self.carry_out(delivery, attributes, hop, action, attempts, relay),
+                )
+                .await;
             }
             ::metrics::counter!(
                 metrics::PUBLISHED,
@@ -339,9 +425,10 @@ impl<H: Handler> Processor<'_, H> {
         Ok(serde_json::value::to_raw_value(&progress)?)
     }
 
-    /// Dead-letters the message (when the rejection says so), faults the originator,
-    /// announces the failure to the fleet (`dev.warren.request.failed.v1`, so earlier
-    /// hops undo their work), waits for the confirms, then acks.
+    /// Dead-letters the message (when the rejection says so; the copy without its
+    /// token), faults the originator, announces the failure to the fleet
+    /// (`dev.warren.request.failed.v1`, with the token `relay` passes on, so earlier hops
+    /// undo their work), waits for the confirms, then acks.
     async fn reject(
         &self,
         delivery: &Delivery,
@@ -349,21 +436,33 @@ impl<H: Handler> Processor<'_, H> {
         hop: TraceParent,
         rejection: Rejection,
         attempts: u32,
+        relay: Relay<'_>,
     ) -> Result<(), RuntimeError> {
         let reason = rejection.reason.clone();
         let code = truncate(&rejection.fault_code, MAX_CODE_TEXT).to_owned();
         let dead_letter = if rejection.dead_letter {
-            Some(self.dead_letter(delivery, &rejection, attempts).await?)
+            Some(
+                self.dead_letter(delivery, &rejection, attempts, relay.subject())
+                    .await?,
+            )
         } else {
             None
         };
         // A failure to handle an announcement of failure is not announced again: that
-        // would echo between the workers that listen for them.
-        let announced = if attributes.message_type == RequestFailed::TYPE {
-            None
-        } else {
-            Some(self.announce_failure(attributes, hop, &rejection).await?)
-        };
+        // would echo between the workers that listen for them. Nor is a refusal of the
+        // message's token: nothing was done here, and the announcement could carry no
+        // token (a refused one is never passed on), so every listener that requires one
+        // would only dead-letter it.
+        let announced =
+            if attributes.message_type == RequestFailed::TYPE || rejection.is_unauthorized() {
+                None
+            } else {
+                let token = relay.token(delivery);
+                Some(
+                    self.announce_failure(attributes, hop, &rejection, token)
+                        .await?,
+                )
+            };
         let fault = match self.reply_target(attributes) {
             Some(reply_to) => Some(
                 self.send_fault(attributes, hop, reply_to, rejection, attempts)
@@ -425,6 +524,7 @@ impl<H: Handler> Processor<'_, H> {
         delivery: &Delivery,
         rejection: &Rejection,
         attempts: u32,
+        token_subject: Option<&str>,
     ) -> Result<PendingConfirm, RuntimeError> {
         let properties = dead_letter_properties(
             &delivery.properties,
@@ -435,6 +535,7 @@ impl<H: Handler> Processor<'_, H> {
                 exchange: delivery.exchange.as_str(),
                 routing_key: delivery.routing_key.as_str(),
                 attempts,
+                token_subject,
             },
             self.frame_max,
         );
@@ -449,12 +550,14 @@ impl<H: Handler> Processor<'_, H> {
     }
 
     /// Publishes `dev.warren.request.failed.v1` for the rejected message, with its
-    /// subject and correlation, to `warren.events`.
+    /// subject and correlation, and `token` (the message's, passed on), to
+    /// `warren.events`.
     async fn announce_failure(
         &self,
         attributes: &Attributes,
         hop: TraceParent,
         rejection: &Rejection,
+        token: Option<&str>,
     ) -> Result<PendingConfirm, RuntimeError> {
         let failed = RequestFailed {
             code: truncate(&rejection.fault_code, MAX_CODE_TEXT).to_owned(),
@@ -481,7 +584,7 @@ impl<H: Handler> Processor<'_, H> {
                 EVENTS_EXCHANGE,
                 RequestFailed::TYPE,
                 &body,
-                properties_of(&envelope),
+                properties_with_token(&envelope, token),
                 false,
             )
             .await
@@ -559,11 +662,124 @@ impl<H: Handler> Processor<'_, H> {
     }
 }
 
+/// The properties of an output on `route` to `routing_key`: an outcome's (the
+/// originator's reply queue) never carries the token; a command or an event carries the
+/// `token` passed on, if any.
+fn output_properties<D>(
+    route: Route,
+    envelope: &Envelope<D>,
+    routing_key: &str,
+    token: Option<&str>,
+) -> lapin::BasicProperties {
+    match route {
+        Route::Reply | Route::Progress => outcome_properties_of(envelope, routing_key),
+        Route::Event | Route::Command => properties_with_token(envelope, token),
+    }
+}
+
+/// What the work of a message passes on of its token: identity flows downstream as the
+/// originator's own token, forwarded (docs/security.md, "Tokens").
+#[derive(Debug, Clone, Copy)]
+enum Relay<'d> {
+    /// This worker does not verify tokens: whatever token the message carries goes on
+    /// as it came (read only when an output needs it), for a later hop to verify.
+    AsArrived,
+    /// Verified here: this token goes on, and a dead letter names its subject.
+    Verified {
+        /// The compact token, as it arrived.
+        token: &'d str,
+        /// Its verified `sub`.
+        subject: &'d str,
+    },
+    /// Nothing goes on: the token was refused, or the message could not be read.
+    Nothing,
+}
+
+impl<'d> Relay<'d> {
+    /// The token to put on a command, an event or an announcement of failure.
+    fn token(&self, delivery: &'d Delivery) -> Option<&'d str> {
+        match *self {
+            Relay::Verified { token, .. } => Some(token),
+            Relay::Nothing => None,
+            // Not verified here, so bounded here: a larger one would be refused anyway.
+            Relay::AsArrived => crate::headers::token(delivery.properties.headers().as_ref())
+                .ok()
+                .flatten()
+                .filter(|token| token.len() <= MAX_TOKEN_BYTES),
+        }
+    }
+
+    /// The verified subject, for a dead letter's `x-warren-token-subject`.
+    fn subject(&self) -> Option<&'d str> {
+        match *self {
+            Relay::Verified { subject, .. } => Some(subject),
+            Relay::AsArrived | Relay::Nothing => None,
+        }
+    }
+}
+
 /// An id in lowercase hex, zero-padded to `.1` digits (W3C trace context's form).
 struct Hex(u128, usize);
 
 impl std::fmt::Display for Hex {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(formatter, "{:0width$x}", self.0, width = self.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lapin::BasicProperties;
+    use lapin::types::AMQPValue;
+    use warren_messages::{EchoRequest, OutgoingEnvelope};
+
+    use super::*;
+    use crate::headers::{X_WARREN_TOKEN, header_text, long_text, table};
+    use crate::publisher::properties_of;
+
+    fn delivery_with(headers: &[(&str, AMQPValue)]) -> Delivery {
+        let mut delivery = Delivery::mock(1, "".into(), "".into(), false, b"{}".to_vec());
+        delivery.properties = BasicProperties::default().with_headers(table(headers));
+        delivery
+    }
+
+    #[test]
+    fn a_token_is_passed_on_as_verified_or_as_it_came_or_not_at_all() {
+        let delivery = delivery_with(&[(X_WARREN_TOKEN, long_text("a.b.c"))]);
+        assert_eq!(Relay::AsArrived.token(&delivery), Some("a.b.c"));
+        assert_eq!(Relay::AsArrived.subject(), None);
+        let verified = Relay::Verified {
+            token: "a.b.c",
+            subject: "alice",
+        };
+        assert_eq!(verified.token(&delivery), Some("a.b.c"));
+        assert_eq!(verified.subject(), Some("alice"));
+        assert_eq!(Relay::Nothing.token(&delivery), None);
+        // Unverified, a header that is not a token's is not passed on.
+        let oversized =
+            delivery_with(&[(X_WARREN_TOKEN, long_text(&"a".repeat(MAX_TOKEN_BYTES + 1)))]);
+        assert_eq!(Relay::AsArrived.token(&oversized), None);
+        let not_text = delivery_with(&[(X_WARREN_TOKEN, AMQPValue::LongLongInt(1))]);
+        assert_eq!(Relay::AsArrived.token(&not_text), None);
+        assert_eq!(Relay::AsArrived.token(&delivery_with(&[])), None);
+    }
+
+    #[test]
+    fn commands_and_events_carry_the_token_and_outcomes_never_do() {
+        let payload: EchoRequest = serde_json::from_str("{}").expect("payload");
+        let envelope = OutgoingEnvelope::request("/warren/test", &payload).expect("envelope");
+        let token_of = |route| {
+            let properties = output_properties(route, &envelope, "warren.reply.x", Some("a.b.c"));
+            header_text(properties.headers().as_ref(), X_WARREN_TOKEN).map(str::to_owned)
+        };
+        assert_eq!(token_of(Route::Command).as_deref(), Some("a.b.c"));
+        assert_eq!(token_of(Route::Event).as_deref(), Some("a.b.c"));
+        assert_eq!(token_of(Route::Reply), None);
+        assert_eq!(token_of(Route::Progress), None);
+        // Nothing to pass on: the properties of a message without a token.
+        assert_eq!(
+            output_properties(Route::Command, &envelope, "t", None),
+            properties_of(&envelope)
+        );
     }
 }

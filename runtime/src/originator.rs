@@ -20,13 +20,15 @@ use warren_messages::{
     Attributes, DecodeError, Envelope, Fault, Limits, OutgoingEnvelope, Payload,
 };
 
+use crate::auth::Token;
 use crate::config::Settings;
 use crate::connection::{CLOSE_TIMEOUT, SETUP_TIMEOUT, close_connection, connect};
 use crate::delivery::{ack_within, decode_delivery, salvage};
 use crate::error::RuntimeError;
 use crate::publisher::{PendingConfirm, Publisher};
 use crate::topology::{
-    declare_exchanges, declare_reply_queue, new_reply_queue_name, new_resend_reply_queue_name,
+    check_exchanges, check_originator_name, declare_exchanges, declare_reply_queue,
+    new_owned_reply_queue_name, new_reply_queue_name, new_resend_reply_queue_name,
 };
 
 /// How long the broker keeps a reply queue nobody consumes.
@@ -68,6 +70,8 @@ pub struct Originator {
     reply_queue: String,
     consumer: Consumer,
     recovery: OutcomeRecovery,
+    /// The token every request carries in its `x-warren-token` header, if any.
+    token: Option<Token>,
 }
 
 /// One outcome read from the reply queue.
@@ -297,11 +301,43 @@ impl Originator {
         setup_timeout: Duration,
         recovery: OutcomeRecovery,
     ) -> Result<Self, RuntimeError> {
-        let reply_queue = match recovery {
-            OutcomeRecovery::BrokerKeeps => new_reply_queue_name(),
-            OutcomeRecovery::OriginatorResends => new_resend_reply_queue_name(),
+        Self::connect_with_token(
+            settings,
+            connection_name,
+            prefetch,
+            setup_timeout,
+            recovery,
+            None,
+        )
+        .await
+    }
+
+    /// Like [`Originator::connect_with`], every request carrying `token` (see
+    /// [`Originator::set_token`]). When the token's subject is an originator name
+    /// ([`check_originator_name`]), the reply queue is named after it
+    /// (`warren.reply.<subject>.<uuid>`): the only reply queues a worker that requires
+    /// tokens answers for that subject, and the only ones the originator's own broker
+    /// user may declare and read (`warren topology apply --originator`;
+    /// docs/security.md, "Guarded replies").
+    pub async fn connect_with_token(
+        settings: &Settings,
+        connection_name: &str,
+        prefetch: u16,
+        setup_timeout: Duration,
+        recovery: OutcomeRecovery,
+        token: Option<Token>,
+    ) -> Result<Self, RuntimeError> {
+        let resend = recovery == OutcomeRecovery::OriginatorResends;
+        let owner = token
+            .as_ref()
+            .and_then(Token::claimed_subject)
+            .filter(|subject| check_originator_name(subject).is_ok());
+        let reply_queue = match (owner, resend) {
+            (Some(owner), resend) => new_owned_reply_queue_name(&owner, resend),
+            (None, false) => new_reply_queue_name(),
+            (None, true) => new_resend_reply_queue_name(),
         };
-        Self::open(
+        let mut originator = Self::open(
             settings,
             connection_name,
             prefetch,
@@ -309,7 +345,9 @@ impl Originator {
             reply_queue,
             recovery,
         )
-        .await
+        .await?;
+        originator.token = token;
+        Ok(originator)
     }
 
     /// Replaces the connection with a new one, keeping the reply queue (declared
@@ -324,7 +362,8 @@ impl Originator {
             self.recovery,
         )
         .await?;
-        let stale = std::mem::replace(self, fresh);
+        let mut stale = std::mem::replace(self, fresh);
+        self.token = stale.token.take();
         close_connection(&stale.connection, "reconnected").await;
         Ok(())
     }
@@ -360,7 +399,11 @@ impl Originator {
     ) -> Result<Self, RuntimeError> {
         let connection = connect(&settings.amqp, connection_name).await?;
         let publisher = Publisher::open(&connection, settings.amqp.confirm_timeout()).await?;
-        declare_exchanges(&connection).await?;
+        if settings.amqp.declare_exchanges {
+            declare_exchanges(&connection).await?;
+        } else {
+            check_exchanges(&connection).await?;
+        }
         declare_reply_queue(publisher.channel(), &reply_queue, REPLY_QUEUE_EXPIRY_MS).await?;
         let consume_channel = connection.create_channel().await?;
         consume_channel
@@ -389,6 +432,7 @@ impl Originator {
             reply_queue,
             consumer,
             recovery,
+            token: None,
         })
     }
 
@@ -402,21 +446,41 @@ impl Originator {
         &self.reply_queue
     }
 
-    /// Publishes `envelope` to `exchange` with its type as routing key. Await the
-    /// returned confirm: [`crate::Delivered::Returned`] means no worker consumes the type.
+    /// Attaches `token` to every request sent from now on (`x-warren-token`), kept
+    /// across [`Originator::reconnect`]; `None` sends none. Workers that require tokens
+    /// (`auth.required`) refuse a request without a valid one (docs/security.md,
+    /// "Tokens").
+    pub fn set_token(&mut self, token: Option<Token>) {
+        self.token = token;
+    }
+
+    /// The token every request carries, if any.
+    pub fn token(&self) -> Option<&Token> {
+        self.token.as_ref()
+    }
+
+    /// Publishes `envelope` to `exchange` with its type as routing key, and the
+    /// originator's token, if it has one. Await the returned confirm:
+    /// [`crate::Delivered::Returned`] means no worker consumes the type.
     pub async fn send<D: Serialize>(
         &self,
         exchange: &str,
         envelope: &Envelope<D>,
     ) -> Result<PendingConfirm, RuntimeError> {
         self.publisher
-            .publish(exchange, &envelope.attributes.message_type, envelope)
+            .publish_with_token(
+                exchange,
+                &envelope.attributes.message_type,
+                envelope,
+                self.token.as_ref(),
+            )
             .await
     }
 
     /// A handle on this connection's confirm-mode publisher, for publishes that run
     /// while [`Originator::next_raw_outcome`] borrows the originator (the load tester).
-    /// It dies with the connection: take a new one after [`Originator::reconnect`].
+    /// It dies with the connection: take a new one after [`Originator::reconnect`]. It
+    /// attaches no token by itself: see [`Publisher::publish_with_token`].
     pub fn publisher(&self) -> Publisher {
         self.publisher.clone()
     }

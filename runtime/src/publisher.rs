@@ -12,8 +12,9 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm
 use serde::Serialize;
 use warren_messages::{Envelope, STRUCTURED_CONTENT_TYPE};
 
+use crate::auth::Token;
 use crate::error::RuntimeError;
-use crate::headers::short_string;
+use crate::headers::{TRACEPARENT, X_WARREN_TOKEN, short_string};
 
 /// AMQP `delivery_mode` for a message the broker writes to disk.
 const PERSISTENT: u8 = 2;
@@ -134,8 +135,22 @@ impl Publisher {
         routing_key: &str,
         envelope: &Envelope<D>,
     ) -> Result<PendingConfirm, RuntimeError> {
+        self.publish_with_token(exchange, routing_key, envelope, None)
+            .await
+    }
+
+    /// Like [`Publisher::publish`], with `token` (if any) in the `x-warren-token` header:
+    /// a request of an originator that proves who it is (docs/security.md, "Tokens").
+    pub async fn publish_with_token<D: Serialize>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        envelope: &Envelope<D>,
+        token: Option<&Token>,
+    ) -> Result<PendingConfirm, RuntimeError> {
         let body = envelope.to_json_vec()?;
-        self.publish_raw(exchange, routing_key, &body, properties_of(envelope))
+        let properties = properties_with_token(envelope, token.map(Token::as_str));
+        self.publish_raw(exchange, routing_key, &body, properties)
             .await
     }
 
@@ -206,6 +221,11 @@ pub fn outcome_properties_of<D>(envelope: &Envelope<D>, reply_to: &str) -> Basic
 /// They are a mirror: an attribute too long for its property (over 255 bytes, which
 /// decoding never lets in) is left out of it, never cut or panicked on.
 pub fn properties_of<D>(envelope: &Envelope<D>) -> BasicProperties {
+    properties_with_token(envelope, None)
+}
+
+/// [`properties_of`], with `token` (if any) in the `x-warren-token` header.
+pub fn properties_with_token<D>(envelope: &Envelope<D>, token: Option<&str>) -> BasicProperties {
     let attributes = &envelope.attributes;
     let mut properties = BasicProperties::default()
         .with_content_type(ShortString::from(STRUCTURED_CONTENT_TYPE))
@@ -228,12 +248,20 @@ pub fn properties_of<D>(envelope: &Envelope<D>) -> BasicProperties {
     if let Some(reply_to) = attributes.replyto.as_deref().and_then(short_string) {
         properties = properties.with_reply_to(reply_to);
     }
-    if let Some(traceparent) = &attributes.traceparent {
+    if attributes.traceparent.is_some() || token.is_some() {
         let mut headers = FieldTable::default();
-        headers.insert(
-            "traceparent".into(),
-            AMQPValue::LongString(LongString::from(traceparent.as_str())),
-        );
+        if let Some(traceparent) = &attributes.traceparent {
+            headers.insert(
+                TRACEPARENT.into(),
+                AMQPValue::LongString(LongString::from(traceparent.as_str())),
+            );
+        }
+        if let Some(token) = token {
+            headers.insert(
+                X_WARREN_TOKEN.into(),
+                AMQPValue::LongString(LongString::from(token)),
+            );
+        }
         properties = properties.with_headers(headers);
     }
     properties
@@ -281,6 +309,28 @@ mod tests {
         );
         let headers = properties.headers().as_ref().expect("headers");
         assert!(headers.inner().contains_key("traceparent"));
+    }
+
+    #[test]
+    fn a_token_travels_in_its_header_beside_the_trace() {
+        let payload: EchoRequest = serde_json::from_str("{}").expect("payload");
+        let envelope = OutgoingEnvelope::request("/warren/test", &payload).expect("envelope");
+        let properties = properties_with_token(&envelope, Some("a.b.c"));
+        let headers = properties.headers().as_ref().expect("headers");
+        assert_eq!(
+            crate::headers::header_text(Some(headers), X_WARREN_TOKEN),
+            Some("a.b.c")
+        );
+        assert!(headers.inner().contains_key(TRACEPARENT));
+        // Without a token, the same properties as ever.
+        assert_eq!(
+            properties_with_token(&envelope, None),
+            properties_of(&envelope)
+        );
+        assert_eq!(
+            properties.clone().with_headers(FieldTable::default()),
+            properties_of(&envelope).with_headers(FieldTable::default())
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 use warren_messages::Limits;
 
+use crate::auth::Verifier;
 use crate::config::Settings;
 use crate::connection::{
     CLOSE_TIMEOUT, close_channel, close_connection, connect, within_setup_timeout,
@@ -35,6 +36,9 @@ pub(crate) struct WorkerCore<H> {
     pub(crate) source: String,
     /// `warren.<worker>.retry.`: the names of this worker's delay queues start so.
     pub(crate) retry_queue_prefix: String,
+    /// The verifier of every message's token, when `auth.required`; `None` costs the
+    /// per-message path one branch.
+    pub(crate) auth: Option<Verifier>,
 }
 
 /// Runs one session until shutdown (`Ok`) or a broker error (`Err`).

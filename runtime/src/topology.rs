@@ -13,7 +13,9 @@
 //!   its TTL, then the broker dead-letters it through `warren.retries` back to
 //!   `warren.<worker>`.
 //! - `warren.dlx` → `warren.<worker>.dlq`: dead letters, routing key = worker name.
-//! - `warren.reply.<uuid>`: an originator's reply queue.
+//! - `warren.reply.<uuid>`: an originator's reply queue; `warren.reply.<owner>.<uuid>`
+//!   for an originator with a name of its own (its token's subject, docs/security.md),
+//!   the only reply queues a worker answers when tokens are required.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -62,6 +64,25 @@ pub fn check_worker_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks an originator's name (a token subject that names reply queues): a worker-style
+/// name, and not `resend`, which would read as the re-send marker in a reply queue name.
+pub fn check_originator_name(name: &str) -> Result<(), String> {
+    check_worker_name(name).map_err(|_| {
+        format!(
+            "{name:?} is not an originator name: a lowercase letter, then lowercase letters, \
+             digits and '-', at most {MAX_WORKER_NAME} bytes"
+        )
+    })?;
+    if name == "resend" {
+        return Err(
+            "\"resend\" is not an originator name: it marks a re-sending originator's \
+                    reply queue"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
 /// The work queue of `worker`.
 pub fn work_queue_name(worker: &str) -> String {
     format!("warren.{worker}")
@@ -85,6 +106,35 @@ pub fn retry_queue_prefix(worker: &str) -> String {
 /// A fresh reply queue name.
 pub fn new_reply_queue_name() -> String {
     format!("{REPLY_QUEUE_PREFIX}{}", uuid::Uuid::new_v4())
+}
+
+/// A fresh reply queue name in the namespace of the originator `owner` (checked with
+/// [`check_originator_name`]): `warren.reply.<owner>.<uuid>`, or with `resend`,
+/// `warren.reply.resend.<owner>.<uuid>`. An originator under a broker user of its own
+/// may declare only these (`warren topology apply --originator`).
+pub fn new_owned_reply_queue_name(owner: &str, resend: bool) -> String {
+    let prefix = if resend {
+        RESEND_REPLY_QUEUE_PREFIX
+    } else {
+        REPLY_QUEUE_PREFIX
+    };
+    format!("{prefix}{owner}.{}", uuid::Uuid::new_v4())
+}
+
+/// Whether the reply queue `name` is in the namespace of the originator `owner`
+/// (`warren.reply.<owner>.…` or `warren.reply.resend.<owner>.…`, something after the
+/// owner), `owner` being an originator name (no `.`, so a subject `a.b` cannot claim
+/// the queues of `a`): where a worker that requires tokens sends the outcomes of a
+/// request whose token names `owner` as its subject, and nowhere else.
+pub fn reply_queue_is_owned_by(name: &str, owner: &str) -> bool {
+    let rest = name
+        .strip_prefix(RESEND_REPLY_QUEUE_PREFIX)
+        .or_else(|| name.strip_prefix(REPLY_QUEUE_PREFIX));
+    check_originator_name(owner).is_ok()
+        && rest
+            .and_then(|rest| rest.strip_prefix(owner))
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|unique| !unique.is_empty())
 }
 
 /// The start of the name of a reply queue whose originator re-sends every request it
@@ -434,6 +484,39 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn owned_reply_queues_belong_to_their_owner_alone() {
+        let plain = new_owned_reply_queue_name("alice", false);
+        let resend = new_owned_reply_queue_name("alice", true);
+        assert!(plain.starts_with("warren.reply.alice."), "{plain}");
+        assert!(resend.starts_with("warren.reply.resend.alice."), "{resend}");
+        for name in [&plain, &resend] {
+            assert!(is_valid_reply_queue(name), "{name}");
+            assert!(reply_queue_is_owned_by(name, "alice"), "{name}");
+            for other in ["bob", "alic", "alice2", "", "resend", "warren", "alice.x"] {
+                assert!(!reply_queue_is_owned_by(name, other), "{name} {other}");
+            }
+        }
+        assert!(outcomes_are_transient(&resend));
+        assert!(!outcomes_are_transient(&plain));
+        for name in [
+            "warren.reply.alice",
+            "warren.reply.alice.",
+            "warren.reply.resend.alice",
+            &new_reply_queue_name(),
+            "warren.replyalice.x",
+            "warren.alice.x",
+        ] {
+            assert!(!reply_queue_is_owned_by(name, "alice"), "{name}");
+        }
+        assert!(reply_queue_is_owned_by("warren.reply.a.b.c", "a"));
+        assert!(!reply_queue_is_owned_by("warren.reply.a.b.c", "a.b"));
+        assert!(check_originator_name("alice-2").is_ok());
+        for bad in ["resend", "Alice", "a.b", "", "2a"] {
+            assert!(check_originator_name(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn reply_queue_names_are_checked() {

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Overrides, Settings};
+use crate::auth::Verifier;
+use crate::config::{ConfigError, Overrides, Settings};
 use crate::connection::reconnect_delays;
 use crate::error::RuntimeError;
 use crate::handler::{Handler, Manifest};
@@ -29,6 +30,7 @@ pub async fn run_worker<H: Handler>(
         .check_against::<H::Input>()
         .map_err(RuntimeError::Manifest)?;
     crate::metrics::register(&manifest);
+    let auth = token_verifier(&settings, &manifest)?;
     let core = WorkerCore {
         handler,
         manifest,
@@ -36,6 +38,7 @@ pub async fn run_worker<H: Handler>(
         source: format!("/warren/{}", manifest.name),
         retry_queue_prefix: crate::topology::retry_queue_prefix(manifest.name),
         settings,
+        auth,
     };
     let mut delays = reconnect_delays();
     loop {
@@ -59,6 +62,39 @@ pub async fn run_worker<H: Handler>(
             () = shutdown.cancelled() => return Ok(()),
         }
     }
+}
+
+/// The verifier of the worker's messages' tokens when `auth.required` is set, with its
+/// key set read now; `None` otherwise.
+fn token_verifier(
+    settings: &Settings,
+    manifest: &Manifest,
+) -> Result<Option<Verifier>, RuntimeError> {
+    let auth = &settings.auth;
+    if !auth.required {
+        return Ok(None);
+    }
+    let consumed: Vec<&str> = manifest
+        .commands
+        .iter()
+        .chain(manifest.events)
+        .copied()
+        .collect();
+    let verifier = Verifier::new(auth, &consumed).map_err(|reason| {
+        RuntimeError::Config(ConfigError::Invalid {
+            key: "auth.keys_file",
+            reason,
+        })
+    })?;
+    tracing::info!(
+        issuer = %auth.issuer,
+        audience = %auth.audience,
+        keys_file = %auth.keys_file.display(),
+        kids = ?verifier.key_ids(),
+        scopes = ?verifier.scopes(),
+        "tokens required on every message"
+    );
+    Ok(Some(verifier))
 }
 
 /// Whether `error` ended the session because lapin could not parse a frame the broker

@@ -20,6 +20,8 @@
 //! - [`broker_node`]: private RabbitMQ nodes (start, stop, restart, alarms), for the tests
 //!   that must break a broker: the shared one on 5672 is never touched.
 //! - [`metrics`]: a worker's Prometheus endpoint (where, one scrape, one series).
+//! - [`access`]: least-privilege users made with `warren topology apply` for one test,
+//!   deleted when it ends ([`access::CreatedUsers`]).
 //! - [`repository`]: the checkout (its root, its workers) and `promtool` on its files.
 //! - [`asyncapi`]: `docs/asyncapi.yaml` held to the catalogue, the manifests, the
 //!   examples and a running fleet's topology.
@@ -36,6 +38,7 @@
 //! The binaries are not dependencies of this crate, so `cargo test -p warren-e2e` alone does
 //! not build them: run `cargo test --workspace` (or `cargo build --workspace` first).
 
+pub mod access;
 pub mod asyncapi;
 pub mod broker_node;
 pub mod checker;

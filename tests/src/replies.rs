@@ -71,7 +71,34 @@ impl ReplyQueue {
     /// When the queue cannot be declared or bound within
     /// [`crate::BROKER_ANSWER_TIMEOUT`].
     pub async fn declare(client: &BrokerClient, lifetime: ReplyQueueLifetime) -> ReplyQueue {
-        let name = format!("warren.reply.{}", uuid::Uuid::new_v4());
+        Self::declare_named(
+            client,
+            format!("warren.reply.{}", uuid::Uuid::new_v4()),
+            lifetime,
+        )
+        .await
+    }
+
+    /// Declares a fresh reply queue in the namespace of the originator `owner`,
+    /// `warren.reply.<owner>.<uuid>`: the only reply queues an originator under a user of
+    /// its own may declare (`warren topology apply --originator`).
+    ///
+    /// # Panics
+    /// As [`ReplyQueue::declare`].
+    pub async fn declare_owned(
+        client: &BrokerClient,
+        owner: &str,
+        lifetime: ReplyQueueLifetime,
+    ) -> ReplyQueue {
+        let name = format!("warren.reply.{owner}.{}", uuid::Uuid::new_v4());
+        Self::declare_named(client, name, lifetime).await
+    }
+
+    async fn declare_named(
+        client: &BrokerClient,
+        name: String,
+        lifetime: ReplyQueueLifetime,
+    ) -> ReplyQueue {
         within_broker_timeout(
             &format!("declare reply queue {name}"),
             declare_and_bind(client.connection(), &name, lifetime),

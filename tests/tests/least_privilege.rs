@@ -4,21 +4,21 @@
 //! through the default exchange; `diff` sees nothing to change, then the missing user.
 //!
 //! Users are broker-wide: this test names its users with a prefix of its own
-//! (`--user-prefix`) and deletes exactly those at the end, however it ends.
+//! (`--user-prefix`) and deletes exactly those at the end, however it ends
+//! ([`CreatedUsers`]).
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
 use tokio::time::Instant;
+use warren_e2e::access::{CreatedUsers, is_access_refused, permissions_of};
 use warren_e2e::metrics::{http_get, metrics_address, sample};
 use warren_e2e::vhost::rabbitmqctl;
 use warren_e2e::{
-    BROKER_ANSWER_TIMEOUT, BrokerClient, CliOutput, READY_LOG, SESSION_LOST_LOG, StoreFolder,
-    TALLY_DLQ, TALLY_QUEUE, Vhost, WarrenCommand, WarrenProcess, attribute,
+    BROKER_ANSWER_TIMEOUT, BrokerClient, READY_LOG, SESSION_LOST_LOG, StoreFolder, TALLY_DLQ,
+    TALLY_QUEUE, Vhost, WarrenCommand, WarrenProcess, attribute,
 };
 
 const ECHO: &str = "dev.warren.echo.v1";
@@ -32,118 +32,6 @@ const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often a test looks again at what it waits for.
 const POLL: Duration = Duration::from_millis(50);
-
-/// The users this test made (every user whose name starts with its unique prefix), and
-/// its folder of password files, removed when it ends.
-struct CreatedUsers {
-    prefix: String,
-    password_dir: PathBuf,
-}
-
-impl CreatedUsers {
-    fn new() -> CreatedUsers {
-        let run = uuid::Uuid::new_v4().simple().to_string();
-        CreatedUsers {
-            prefix: format!("warren-test-{}-", &run[..12]),
-            password_dir: std::env::temp_dir().join(format!("warren-credentials-{run}")),
-        }
-    }
-
-    fn user(&self, worker: &str) -> String {
-        format!("{}{worker}", self.prefix)
-    }
-
-    /// The URL `apply` wrote for `worker`.
-    fn url_of(&self, worker: &str) -> String {
-        let path = self.password_dir.join(format!("{worker}.url"));
-        let mode = std::fs::metadata(&path)
-            .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
-            .permissions()
-            .mode();
-        assert_eq!(
-            mode & 0o777,
-            0o600,
-            "{} is the owner's alone",
-            path.display()
-        );
-        std::fs::read_to_string(&path)
-            .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
-            .trim()
-            .to_owned()
-    }
-}
-
-impl Drop for CreatedUsers {
-    fn drop(&mut self) {
-        // Synchronous: a drop may run while the runtime is going away.
-        let listed = std::process::Command::new("rabbitmqctl")
-            .args(["list_users", "--silent", "--formatter", "json"])
-            .output();
-        if let Ok(listed) = listed
-            && let Ok(users) = serde_json::from_slice::<serde_json::Value>(&listed.stdout)
-        {
-            for user in users.as_array().into_iter().flatten() {
-                if let Some(name) = user["user"].as_str()
-                    && name.starts_with(&self.prefix)
-                {
-                    let _ = std::process::Command::new("rabbitmqctl")
-                        .args(["delete_user", name])
-                        .output();
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.password_dir);
-    }
-}
-
-/// `warren topology <action>` (`diff` or `apply`) for `vhost`, naming the users with
-/// `users`' prefix and writing their URLs to its folder.
-async fn topology(vhost: &Vhost, users: &CreatedUsers, action: &str) -> CliOutput {
-    let password_dir = users.password_dir.display().to_string();
-    vhost
-        .warren(&[
-            "topology",
-            action,
-            "--vhost",
-            vhost.name(),
-            "--user-prefix",
-            &users.prefix,
-            "--password-dir",
-            &password_dir,
-        ])
-        .await
-}
-
-/// `warren topology apply`, which succeeds.
-async fn apply_topology(vhost: &Vhost, users: &CreatedUsers) {
-    let applied = topology(vhost, users, "apply").await;
-    assert_eq!(
-        applied.code(),
-        Some(0),
-        "{}{}",
-        applied.stdout,
-        applied.stderr
-    );
-}
-
-/// The permissions of `user` in `vhost`, as `rabbitmqctl list_user_permissions` lists
-/// them: `(configure, write, read)`.
-async fn permissions_of(user: &str, vhost: &str) -> (String, String, String) {
-    let listed = rabbitmqctl(&["list_user_permissions", "--silent", user]).await;
-    let row = listed
-        .lines()
-        .map(|line| line.split('\t').collect::<Vec<_>>())
-        .find(|fields| fields.first() == Some(&vhost))
-        .unwrap_or_else(|| panic!("{user} has no permissions in {vhost}: {listed}"));
-    assert_eq!(row.len(), 4, "{row:?}");
-    (row[1].to_owned(), row[2].to_owned(), row[3].to_owned())
-}
-
-/// Whether `error` is the broker's 403 ACCESS_REFUSED.
-fn is_access_refused(error: &lapin::Error) -> bool {
-    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 403)
-        || error.to_string().contains("ACCESS_REFUSED")
-}
 
 /// What `worker` has sent to a delay queue so far, by its `/metrics`.
 async fn retried(worker: &WarrenProcess) -> f64 {
@@ -186,7 +74,7 @@ async fn each_worker_runs_under_its_own_user_and_may_touch_only_its_own_queues()
     let vhost = Vhost::create().await;
     let users = CreatedUsers::new();
 
-    let before = topology(&vhost, &users, "diff").await;
+    let before = users.topology(&vhost, "diff", &[]).await;
     assert_eq!(before.code(), Some(1), "{}{}", before.stdout, before.stderr);
     assert!(
         before
@@ -194,7 +82,7 @@ async fn each_worker_runs_under_its_own_user_and_may_touch_only_its_own_queues()
             .contains(&format!("+ user {}", users.user("echo")))
     );
 
-    apply_topology(&vhost, &users).await;
+    users.apply(&vhost, &[]).await;
 
     // The planned permissions, as the broker holds them.
     assert_eq!(
@@ -314,7 +202,7 @@ async fn each_worker_runs_under_its_own_user_and_may_touch_only_its_own_queues()
     );
 
     // Nothing to change after apply; a deleted user is seen.
-    let after = topology(&vhost, &users, "diff").await;
+    let after = users.topology(&vhost, "diff", &[]).await;
     assert_eq!(after.code(), Some(0), "{}{}", after.stdout, after.stderr);
     assert!(
         after.stdout.contains("nothing to change"),
@@ -324,7 +212,7 @@ async fn each_worker_runs_under_its_own_user_and_may_touch_only_its_own_queues()
 
     echo.stop().await;
     rabbitmqctl(&["delete_user", &users.user("echo")]).await;
-    let missing = topology(&vhost, &users, "diff").await;
+    let missing = users.topology(&vhost, "diff", &[]).await;
     assert_eq!(
         missing.code(),
         Some(1),
@@ -363,7 +251,7 @@ async fn a_transient_failure_is_retried_through_the_delay_queue_under_the_worker
     const MAX_ATTEMPTS: &str = "20";
     let vhost = Vhost::create().await;
     let users = CreatedUsers::new();
-    apply_topology(&vhost, &users).await;
+    users.apply(&vhost, &[]).await;
     let tally_url = users.url_of("tally");
     let store = StoreFolder::new();
     // One delay for every retry: one delay queue.

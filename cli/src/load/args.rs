@@ -70,6 +70,8 @@ pub struct LoadArgs {
     /// re-sends: the other shapes always have the broker keep outcomes.
     #[arg(long)]
     pub durable_outcomes: bool,
+    #[command(flatten)]
+    pub token: crate::token::TokenArg,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::io::{IsTerminal, Write as _};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -51,6 +52,7 @@ enum Step {
 pub async fn run(settings: &Settings, args: LoadArgs) -> anyhow::Result<ExitCode> {
     let shape = Shape::of(&args)?;
     let data = args.request_data()?;
+    let token = args.token.read()?.map(Arc::new);
     // Opened first, so a plot that cannot be written stops the run before it starts.
     let plot_file = match &args.plot {
         Some(path) => Some(
@@ -60,12 +62,14 @@ pub async fn run(settings: &Settings, args: LoadArgs) -> anyhow::Result<ExitCode
         None => None,
     };
     let recovery = outcome_recovery(&args, shape);
-    let mut originator = Originator::connect_with(
+    // The token names the reply queue (its subject's); each publish attaches it.
+    let mut originator = Originator::connect_with_token(
         settings,
         "warren-cli load",
         REPLY_PREFETCH,
         args.timeout,
         recovery,
+        token.as_deref().cloned(),
     )
     .await
     .context("cannot connect to the broker")?;
@@ -126,7 +130,13 @@ pub async fn run(settings: &Settings, args: LoadArgs) -> anyhow::Result<ExitCode
                     let envelope = requests.envelope(id, deadline, timestamp);
                     run.record_made(id.as_u128(), deadline, now);
                     let publisher = publisher.clone();
-                    publishing.push(publish_request(publisher, requests.exchange, envelope, id));
+                    publishing.push(publish_request(
+                        publisher,
+                        requests.exchange,
+                        envelope,
+                        id,
+                        token.clone(),
+                    ));
                 }
                 Step::Continue
             }
@@ -173,6 +183,7 @@ pub async fn run(settings: &Settings, args: LoadArgs) -> anyhow::Result<ExitCode
                         requests.exchange,
                         envelope,
                         id,
+                        token.clone(),
                     ));
                 }
             }

@@ -1,5 +1,6 @@
 //! Making a run's request envelopes, and publishing one with its confirm.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -7,7 +8,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 use uuid::timestamp::context::ContextV7;
 use warren_messages::{Attributes, Envelope, TraceParent};
-use warren_runtime::{Delivered, Publisher, RuntimeError};
+use warren_runtime::{Delivered, Publisher, RuntimeError, Token};
 
 use crate::common::{exchange_for, request_attributes};
 
@@ -88,15 +89,21 @@ pub(super) struct Published {
     pub(super) result: Result<Delivered, RuntimeError>,
 }
 
-/// Publishes `envelope` and waits for its confirm.
+/// Publishes `envelope`, with `token` if there is one, and waits for its confirm.
 pub(super) async fn publish_request(
     publisher: Publisher,
     exchange: &'static str,
     envelope: Envelope<&RawValue>,
     id: Uuid,
+    token: Option<Arc<Token>>,
 ) -> Published {
     let result = match publisher
-        .publish(exchange, &envelope.attributes.message_type, &envelope)
+        .publish_with_token(
+            exchange,
+            &envelope.attributes.message_type,
+            &envelope,
+            token.as_deref(),
+        )
         .await
     {
         Ok(confirm) => confirm.wait().await,

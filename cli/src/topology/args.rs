@@ -38,4 +38,11 @@ pub struct PlanArgs {
     /// broker-wide: use a prefix of your own where several fleets share a broker.
     #[arg(long, default_value = "warren-")]
     pub user_prefix: String,
+    /// An originator to give a broker user of its own, `<prefix>originator-<name>`
+    /// (repeatable): it may send commands and read its own reply queues
+    /// (`warren.reply.<name>.…`) and nothing else; its URL goes to
+    /// `<password dir>/originator-<name>.url`. `<name>` is also the subject of its tokens
+    /// (docs/security.md).
+    #[arg(long = "originator", value_name = "NAME")]
+    pub originators: Vec<String>,
 }

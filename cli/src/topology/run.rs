@@ -25,6 +25,7 @@ pub async fn run(settings: &Settings, args: TopologyArgs) -> anyhow::Result<Exit
         vhost,
         password_dir,
         user_prefix,
+        originators,
     } = plan_args;
     let mut settings = settings.clone();
     let vhost = match vhost {
@@ -35,8 +36,13 @@ pub async fn run(settings: &Settings, args: TopologyArgs) -> anyhow::Result<Exit
         None => access::vhost_of(&settings.amqp.url)?,
     };
     let manifests = fleet_manifests(&directory_of_current_executable()?).await?;
-    let plan = access::plan_fleet(&manifests, &settings.retry.delays(), &user_prefix)
-        .map_err(anyhow::Error::msg)?;
+    let plan = access::plan_fleet(
+        &manifests,
+        &originators,
+        &settings.retry.delays(),
+        &user_prefix,
+    )
+    .map_err(anyhow::Error::msg)?;
     let rabbitmqctl = Rabbitmqctl::default();
     if !apply {
         let changes = access::changes(&rabbitmqctl, &vhost, &plan).await?;
@@ -67,9 +73,10 @@ pub async fn run(settings: &Settings, args: TopologyArgs) -> anyhow::Result<Exit
         println!("wrote {}", file.display());
     }
     println!(
-        "vhost {vhost}: {} change(s) applied for {} worker(s)",
+        "vhost {vhost}: {} change(s) applied for {} worker(s) and {} originator(s)",
         report.changes.len(),
-        manifests.len()
+        manifests.len(),
+        originators.len()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -50,6 +50,14 @@ pub struct UpArgs {
     /// measure what they cost.
     #[arg(long)]
     pub no_observability: bool,
+
+    /// Run each worker under its own broker user: the folder where `warren topology
+    /// apply` wrote one URL file per worker (`<worker>.url`, its `--password-dir`). Each
+    /// worker reads its URL from its file (`WARREN_AMQP_URL_FILE`) and only checks the
+    /// shared exchanges (`amqp.declare_exchanges = false`), which its user may not
+    /// declare. A worker without a file there is an error.
+    #[arg(long, value_name = "DIR")]
+    pub credentials: Option<PathBuf>,
 }
 
 /// The workers chosen with `--only`, in the order given, without duplicates; each a

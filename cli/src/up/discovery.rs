@@ -12,6 +12,7 @@
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
+use warren_runtime::AMQP_URL_VARIABLES;
 use warren_runtime::topology::check_worker_name;
 
 use super::UpError;
@@ -164,6 +165,45 @@ pub fn worker_programs(
         .collect()
 }
 
+/// Runs every worker of `programs` under its own broker user: its URL from
+/// `<credentials>/<worker>.url` (as `warren topology apply` writes it), no other URL
+/// variable, and the shared exchanges only checked.
+///
+/// # Errors
+/// A worker without a URL file there.
+pub fn use_credentials(programs: &mut [WorkerProgram], credentials: &Path) -> Result<(), UpError> {
+    for program in programs {
+        let url_file = credentials.join(format!("{}.url", program.worker_name));
+        if !url_file.is_file() {
+            return Err(UpError::MissingCredentials {
+                worker: program.worker_name.clone(),
+                path: url_file,
+            });
+        }
+        let is_url_variable =
+            |variable: &OsString| AMQP_URL_VARIABLES.iter().any(|name| variable == name);
+        program
+            .environment
+            .retain(|(variable, _)| !is_url_variable(variable));
+        program.environment.extend([
+            (
+                OsString::from("WARREN_AMQP_URL_FILE"),
+                url_file.into_os_string(),
+            ),
+            (
+                OsString::from("WARREN_AMQP__DECLARE_EXCHANGES"),
+                OsString::from("false"),
+            ),
+        ]);
+        for variable in AMQP_URL_VARIABLES.map(OsString::from) {
+            if !program.removed_environment.contains(&variable) {
+                program.removed_environment.push(variable);
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -269,6 +309,62 @@ mod tests {
             error
                 .to_string()
                 .contains("unknown worker `tallly`; the workers found in /bin are: echo, tally"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn credentials_give_each_worker_its_own_url_file_and_no_other_url() {
+        let folder = Folder::new("up", "credentials");
+        folder.write("echo.url", "amqp://warren-echo:secret@host/v\n");
+        let found = |name: &str| FoundWorker {
+            worker_name: name.to_owned(),
+            binary_path: PathBuf::from(format!("/bin/warren-{name}")),
+        };
+        let environment = vec![
+            (
+                OsString::from("WARREN_AMQP_URL"),
+                OsString::from("amqp://admin@h"),
+            ),
+            (
+                OsString::from("WARREN_SUPERVISOR_PID"),
+                OsString::from("42"),
+            ),
+        ];
+        let mut programs = worker_programs(vec![found("echo")], None, &environment, &[]);
+        use_credentials(&mut programs, &folder.0).expect("echo has a file");
+        let echo = &programs[0];
+        let url_file = folder.0.join("echo.url");
+        assert_eq!(
+            echo.environment,
+            vec![
+                (
+                    OsString::from("WARREN_SUPERVISOR_PID"),
+                    OsString::from("42")
+                ),
+                (
+                    OsString::from("WARREN_AMQP_URL_FILE"),
+                    url_file.into_os_string()
+                ),
+                (
+                    OsString::from("WARREN_AMQP__DECLARE_EXCHANGES"),
+                    OsString::from("false")
+                ),
+            ]
+        );
+        assert_eq!(
+            echo.removed_environment,
+            AMQP_URL_VARIABLES.map(OsString::from)
+        );
+
+        let mut programs = worker_programs(vec![found("echo"), found("tally")], None, &[], &[]);
+        let error = use_credentials(&mut programs, &folder.0).expect_err("no tally.url");
+        assert!(
+            matches!(&error, UpError::MissingCredentials { worker, .. } if worker == "tally"),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("tally.url is missing"),
             "{error}"
         );
     }

@@ -58,6 +58,16 @@ pub enum UpError {
         /// Where they were looked for.
         directory: PathBuf,
     },
+    /// `--credentials` has no URL file for a worker that would run.
+    #[error("no broker URL for worker `{worker}` in the credentials folder: {} is missing; \
+             run `warren topology apply --password-dir {}` first",
+            path.display(), path.parent().map(std::path::Path::display).unwrap_or(path.display()))]
+    MissingCredentials {
+        /// The worker.
+        worker: String,
+        /// The file that should hold its URL.
+        path: PathBuf,
+    },
     /// The run folder cannot be made or its lock file opened.
     #[error("cannot use the run folder {}: {source}", path.display())]
     RunFolder {

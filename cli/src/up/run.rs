@@ -11,7 +11,7 @@ use warren_runtime::{AMQP_URL_VARIABLES, Overrides, Settings};
 use super::backoff::BackoffPolicy;
 use super::broker::{self, BrokerOptions, FleetBroker};
 use super::discovery::{
-    directory_of_current_executable, find_workers, select_workers, worker_programs,
+    directory_of_current_executable, find_workers, select_workers, use_credentials, worker_programs,
 };
 use super::events::human_duration;
 use super::lock::{Claim, RunFolder};
@@ -37,6 +37,9 @@ pub async fn run(args: UpArgs, overrides: &Overrides) -> anyhow::Result<ExitCode
     let workers = select_workers(found, args.only.as_ref(), &binary_directory)?;
     let (environment, removed_environment) = worker_environment(overrides);
     let mut programs = worker_programs(workers, args.prefetch, &environment, &removed_environment);
+    if let Some(credentials) = &args.credentials {
+        use_credentials(&mut programs, credentials)?;
+    }
 
     let run_folder = RunFolder::from_environment()?;
     // A log folder of the user's own choosing stays theirs.

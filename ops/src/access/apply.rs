@@ -1,7 +1,8 @@
 //! Carrying the plan out: the topology declared over AMQP (as the operator's user, with
 //! the same declarations and arguments a worker makes), then users and permissions with
-//! `rabbitmqctl`. A new password is written to `<password dir>/<worker>.url` (mode
-//! 0600) as the worker's whole broker URL, for `WARREN_AMQP_URL_FILE`.
+//! `rabbitmqctl`. A new password is written to `<password dir>/<worker>.url` (an
+//! originator's to `originator-<name>.url`; mode 0600) as the user's whole broker URL, for
+//! `WARREN_AMQP_URL_FILE`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -100,9 +101,9 @@ fn new_password() -> String {
     )
 }
 
-/// The password file of `worker` in `password_dir`.
-pub fn password_file(password_dir: &Path, worker: &str) -> PathBuf {
-    password_dir.join(format!("{worker}.url"))
+/// The password file of `owner` (a worker, or `originator-<name>`) in `password_dir`.
+pub fn password_file(password_dir: &Path, owner: &str) -> PathBuf {
+    password_dir.join(format!("{owner}.url"))
 }
 
 /// Writes `text` to a new file `path` readable by its owner alone (replacing one that
@@ -220,7 +221,7 @@ pub async fn apply(
         }
     };
     for access in &plan.users {
-        let file = password_file(password_dir, &access.worker);
+        let file = password_file(password_dir, &access.owner);
         let exists = observed.users.contains(&access.user);
         if !exists || !file.exists() {
             let password = new_password();

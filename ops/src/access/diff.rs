@@ -114,7 +114,13 @@ mod tests {
             events: vec![],
             produces: vec!["dev.warren.echo.replied.v1".to_owned()],
         };
-        plan_fleet(&[echo], &[std::time::Duration::from_secs(1)], "warren-").expect("planned")
+        plan_fleet(
+            &[echo],
+            &[],
+            &[std::time::Duration::from_secs(1)],
+            "warren-",
+        )
+        .expect("planned")
     }
 
     fn as_applied(plan: &FleetPlan) -> Observed {

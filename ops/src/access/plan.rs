@@ -1,5 +1,6 @@
 //! The plan: what the broker should hold for a fleet, as a pure function of the
-//! workers' manifests, the retry delays and the user-name prefix.
+//! workers' manifests, the originators' names, the retry delays and the user-name
+//! prefix.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -45,12 +46,13 @@ pub struct Permissions {
     pub read: String,
 }
 
-/// One worker's user and what it may do.
+/// One user of the fleet (a worker's or an originator's) and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerAccess {
-    /// The worker.
-    pub worker: String,
-    /// Its broker user, `<prefix><worker>`.
+    /// Whose user it is: the worker's name, or `originator-<name>` for an originator.
+    /// Its password file is named after it.
+    pub owner: String,
+    /// Its broker user, `<prefix><owner>`.
     pub user: String,
     /// Its permissions in the fleet's vhost.
     pub permissions: Permissions,
@@ -65,7 +67,7 @@ pub struct FleetPlan {
     pub queues: BTreeSet<String>,
     /// Bindings, `(exchange, queue, routing key)`.
     pub bindings: BTreeSet<(String, String, String)>,
-    /// One user per worker, in the manifests' order.
+    /// One user per worker, in the manifests' order, then one per originator.
     pub users: Vec<WorkerAccess>,
 }
 
@@ -138,7 +140,7 @@ pub fn plan_worker(manifest: &WorkerManifest, user_prefix: &str) -> Result<Worke
         read.push(literal(EVENTS_EXCHANGE));
     }
     Ok(WorkerAccess {
-        worker: manifest.name.clone(),
+        owner: manifest.name.clone(),
         user: format!("{user_prefix}{}", manifest.name),
         permissions: Permissions {
             configure: format!("^{own}$"),
@@ -148,13 +150,43 @@ pub fn plan_worker(manifest: &WorkerManifest, user_prefix: &str) -> Result<Worke
     })
 }
 
-/// The plan of a fleet: the shared exchanges, every worker's queues and bindings (with
-/// the delay queues of `retry_delays`), and every worker's user.
+/// The permissions of the originator `name` (docs/security.md, "Guarded replies").
+///
+/// - configure: its own reply queues (`warren.reply.<name>.<uuid>` and
+///   `warren.reply.resend.<name>.<uuid>`), nothing else;
+/// - write: `warren.commands` (sending requests) and its own reply queues (binding them);
+///   never `warren.replies`, `warren.retries`, `warren.events` or `amq.default`, so
+///   nothing it publishes can reach a reply queue or pass for a retry;
+/// - read: its own reply queues (consuming them) and `warren.replies` (binding them).
+///   Not `warren.commands` or `warren.events`: it cannot bind a tap to read others'
+///   requests.
 ///
 /// # Errors
-/// A manifest the catalogue disagrees with, or two manifests of one name.
+/// A name that is not a worker-style name, or `resend` (which would read as the re-send
+/// marker of a reply queue name).
+pub fn plan_originator(name: &str, user_prefix: &str) -> Result<WorkerAccess, String> {
+    topology::check_originator_name(name)?;
+    let own = format!(r"warren\.reply\.(resend\.)?{name}\.[0-9a-f-]+");
+    Ok(WorkerAccess {
+        owner: format!("originator-{name}"),
+        user: format!("{user_prefix}originator-{name}"),
+        permissions: Permissions {
+            configure: format!("^{own}$"),
+            write: any_of(&[literal(COMMANDS_EXCHANGE), own.clone()]),
+            read: any_of(&[literal(REPLIES_EXCHANGE), own]),
+        },
+    })
+}
+
+/// The plan of a fleet: the shared exchanges, every worker's queues and bindings (with
+/// the delay queues of `retry_delays`), every worker's user and every originator's.
+///
+/// # Errors
+/// A manifest the catalogue disagrees with, two manifests of one name, a bad
+/// originator name, or two users of one name.
 pub fn plan_fleet(
     manifests: &[WorkerManifest],
+    originators: &[String],
     retry_delays: &[Duration],
     user_prefix: &str,
 ) -> Result<FleetPlan, String> {
@@ -192,6 +224,13 @@ pub fn plan_fleet(
                 .insert((exchange.to_owned(), queue, routing_key));
         }
         plan.users.push(plan_worker(manifest, user_prefix)?);
+    }
+    for name in originators {
+        plan.users.push(plan_originator(name, user_prefix)?);
+    }
+    let mut users = BTreeSet::new();
+    if let Some(twice) = plan.users.iter().find(|access| !users.insert(&access.user)) {
+        return Err(format!("two users would be named {}", twice.user));
     }
     Ok(plan)
 }
@@ -292,6 +331,76 @@ mod tests {
     }
 
     #[test]
+    fn an_originator_sends_commands_and_reads_its_own_replies_only() {
+        let access = plan_originator("alice", "warren-").expect("planned");
+        assert_eq!(access.user, "warren-originator-alice");
+        assert_eq!(access.owner, "originator-alice");
+        let permissions = &access.permissions;
+        let own = [
+            "warren.reply.alice.5f0c2a4e-8f0b-4a7e-9d51-0b6f5c9a1e22",
+            "warren.reply.resend.alice.5f0c2a4e-8f0b-4a7e-9d51-0b6f5c9a1e22",
+        ];
+        for queue in own {
+            assert!(matches(&permissions.configure, queue), "{queue}");
+            assert!(matches(&permissions.write, queue), "{queue}");
+            assert!(matches(&permissions.read, queue), "{queue}");
+        }
+        assert!(matches(&permissions.write, "warren.commands"));
+        assert!(matches(&permissions.read, "warren.replies"));
+        let others = [
+            "warren.reply.bob.5f0c2a4e-8f0b-4a7e-9d51-0b6f5c9a1e22",
+            "warren.reply.5f0c2a4e-8f0b-4a7e-9d51-0b6f5c9a1e22",
+            "warren.reply.alice.x.y",
+            "warren.reply.alice2.5f0c2a4e",
+        ];
+        for name in others
+            .iter()
+            .chain(&["warren.tally", "warren.tally.dlq", "amq.default"])
+        {
+            assert!(!matches(&permissions.configure, name), "{name}");
+            assert!(!matches(&permissions.write, name), "{name}");
+            assert!(!matches(&permissions.read, name), "{name}");
+        }
+        for exchange in [
+            "warren.replies",
+            "warren.retries",
+            "warren.events",
+            "warren.dlx",
+        ] {
+            assert!(!matches(&permissions.write, exchange), "{exchange}");
+            assert!(!matches(&permissions.configure, exchange), "{exchange}");
+        }
+        for exchange in [
+            "warren.commands",
+            "warren.events",
+            "warren.retries",
+            "warren.dlx",
+        ] {
+            assert!(!matches(&permissions.read, exchange), "{exchange}");
+        }
+        assert!(plan_originator("resend", "warren-").is_err());
+        assert!(plan_originator("Bob", "warren-").is_err());
+    }
+
+    #[test]
+    fn a_user_name_is_never_planned_twice() {
+        let worker = manifest("originator-alice", &[], &[], &[]);
+        let plan = plan_fleet(&[worker], &["alice".to_owned()], &[], "warren-");
+        assert_eq!(
+            plan.expect_err("refused"),
+            "two users would be named warren-originator-alice"
+        );
+        let plan =
+            plan_fleet(&[], &["alice".to_owned(), "bob".to_owned()], &[], "p-").expect("planned");
+        let users: Vec<&str> = plan
+            .users
+            .iter()
+            .map(|access| access.user.as_str())
+            .collect();
+        assert_eq!(users, ["p-originator-alice", "p-originator-bob"]);
+    }
+
+    #[test]
     fn unknown_produced_types_and_duplicates_are_refused() {
         let odd = manifest("odd", &[], &[], &["dev.example.nothing.v1"]);
         assert!(plan_worker(&odd, "warren-").is_err());
@@ -301,7 +410,7 @@ mod tests {
             &[],
             &["dev.warren.echo.replied.v1"],
         );
-        assert!(plan_fleet(&[echo.clone(), echo], &[], "warren-").is_err());
+        assert!(plan_fleet(&[echo.clone(), echo], &[], &[], "warren-").is_err());
     }
 
     #[test]
@@ -312,7 +421,8 @@ mod tests {
             &[],
             &["dev.warren.echo.replied.v1"],
         );
-        let plan = plan_fleet(&[echo], &[Duration::from_millis(500)], "warren-").expect("planned");
+        let plan =
+            plan_fleet(&[echo], &[], &[Duration::from_millis(500)], "warren-").expect("planned");
         assert_eq!(plan.exchanges.len(), 5);
         assert_eq!(
             plan.queues.iter().map(String::as_str).collect::<Vec<_>>(),

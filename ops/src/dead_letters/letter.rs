@@ -4,7 +4,7 @@ use jiff::{SignedDuration, Timestamp};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use warren_runtime::headers::{
-    dead_letter_header as header, deaths, header_count, strip_dead_letter_headers,
+    dead_letter_header as header, deaths, header_count, is_token_header, strip_dead_letter_headers,
 };
 
 /// Who put a message into the dead-letter queue.
@@ -159,7 +159,16 @@ impl DeadLetter {
                     table
                         .inner()
                         .iter()
-                        .map(|(name, value)| (name.as_str().to_owned(), display_value(value)))
+                        .map(|(name, value)| {
+                            // A broker-made copy (the delivery limit) keeps the message's
+                            // token: a credential, never shown.
+                            let shown = if is_token_header(name.as_str()) {
+                                "***".to_owned()
+                            } else {
+                                display_value(value)
+                            };
+                            (name.as_str().to_owned(), shown)
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -374,6 +383,10 @@ mod tests {
             ("x-first-death-queue", text("warren.echo.retry.1000ms")),
             ("x-first-death-exchange", text("")),
             ("x-delivery-count", AMQPValue::LongLongInt(4)),
+            (
+                "x-warren-token",
+                text("eyJhbGciOiJFZERTQSJ9.e30.c2lnbmF0dXJl"),
+            ),
         ]);
         let properties = BasicProperties::default()
             .with_message_id("m-1".into())
@@ -410,6 +423,8 @@ mod tests {
             "{shown:?}"
         );
         assert!(shown[X_DEATH].contains("2030-01-01T00:10:00Z"), "{shown:?}");
+        // The broker's copy kept the message's token; it is never shown.
+        assert_eq!(shown["x-warren-token"], "***");
     }
 
     #[test]

@@ -18,9 +18,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use warren_messages::Limits;
 
+mod auth;
 mod env;
 mod tls;
 
+pub use auth::{AuthSettings, MAX_LEEWAY_SECS};
 use env::{
     SettingVariable, classify_variable, known_settings, read_setting_file, redact_file_contents,
 };
@@ -61,6 +63,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// The Prometheus endpoint.
     pub metrics: MetricsSettings,
+    /// Tokens on messages.
+    pub auth: AuthSettings,
 }
 
 /// The broker connection.
@@ -475,7 +479,7 @@ impl Settings {
                 "must be an address and port such as 127.0.0.1:9464, or empty for none",
             );
         }
-        Ok(())
+        self.auth.validate()
     }
 }
 
