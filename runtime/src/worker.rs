@@ -185,8 +185,13 @@ where
             crate::metrics::serve(address, manifest.name).await;
         }
         let handler = build_handler(&settings).map_err(|error| error.to_string())?;
-        run_worker(handler, manifest, settings, shutdown)
+        // In a task of the runtime's, not on `block_on`'s thread: a task's yield is
+        // woken only after the session has taken the deliveries already ready, so the
+        // messages that reach a store together share its commit (warren-store's group
+        // commit; docs/performance.md). On `block_on` each would commit alone.
+        tokio::spawn(run_worker(handler, manifest, settings, shutdown))
             .await
+            .map_err(|error| error.to_string())?
             .map_err(|error| error.to_string())
     });
     match result {

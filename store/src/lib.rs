@@ -13,22 +13,67 @@
 //! there, repeats no side effect, and re-sends exactly the outputs it produced the first
 //! time, with the same message ids, so downstream inboxes see duplicates they can drop.
 //!
+//! # Group commit
+//!
+//! A commit is what a store hop costs most: the WAL frames of every page changed, and
+//! the file locks of a transaction. So the messages of one process that reach the store
+//! together share one write transaction (a *batch*), each message in a savepoint of its
+//! own: its inbox lookup, its work and its inbox record are released into the batch
+//! when the work succeeds, and rolled back, alone, when it fails. A caller whose
+//! message is in gets its answer only once the batch has committed: a message's
+//! outputs are never returned (so never published, and its delivery never acked)
+//! before the transaction holding its effects is committed, and when that commit fails,
+//! every message of the batch fails with a transient error. A redelivery, and a message
+//! whose work failed, wait for the commit too: what they read may be another message's
+//! uncommitted effects.
+//!
+//! Who commits: the caller that fills a batch (256 messages); otherwise, while callers
+//! are queued for the store, the last of them; otherwise the caller yields once, then
+//! commits. Nothing waits on a clock: under light load a batch is one message,
+//! committed a scheduler turn later. A caller left waiting on a batch that nobody
+//! commits (the caller it waited for was cancelled) commits it itself after a short
+//! bound, and a cancelled caller commits its open batch on its way out when the store
+//! is free. [`Store::read`] commits an open batch before it reads, so a read never
+//! sees effects that could still be rolled back.
+//!
+//! The yield is what lets a batch grow when a worker's deliveries are all polled in
+//! one task (a session's): in a task spawned on the runtime, tokio wakes a yielding
+//! task only after it has run the other ready tasks and polled the I/O driver, so the
+//! session first takes every delivery its consumer holds, and those reach the store
+//! into the open batch. A future that `Runtime::block_on` drives is in no task: there
+//! a yield wakes at once, the caller is polled again before the next delivery is
+//! taken, and its batch stays one message (plus any caller queued from another task).
+//!
+//! Work must not rely on deferred constraints (`DEFERRABLE INITIALLY DEFERRED`
+//! foreign keys): SQLite checks them at the commit, where one message's violation
+//! fails the whole batch.
+//!
 //! # Blocking
 //!
-//! SQLite calls block. The store is used from async handlers, so [`Store::process_once`]
-//! and [`Store::read`] run inside [`tokio::task::block_in_place`] on a multi-threaded
-//! tokio runtime (which `worker_main` builds): the runtime moves its other tasks to
-//! another thread while the call runs. On a current-thread runtime (unit tests), or
-//! outside any runtime, they simply block: the calls are short (a few indexed reads and
-//! writes; at most the busy timeout when another instance holds the write lock).
+//! SQLite calls block. They are short (a few indexed reads and writes per message, a
+//! commit's WAL writes; at most the busy timeout when another instance holds the write
+//! lock) and run inline on the caller's thread, under a [`tokio::sync::Mutex`] that
+//! is never held across an `.await`. They are not moved out with
+//! `tokio::task::block_in_place`: that hands the runtime's worker to another thread on
+//! every call, and a yield in the turn after it wakes the task at once, which undoes
+//! what lets a batch grow. The store needs a tokio runtime with timers (`worker_main`
+//! builds one; `#[tokio::test]` too).
 
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Params, Row, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::{Mutex, MutexGuard};
 use warren_messages::fault_code;
 use warren_runtime::{HandlerError, MessageIdentity, Outputs};
+
+mod batch;
+mod statements;
+
+use batch::{Queued, Step, Ticket, Writer};
+pub use statements::CachedStatements;
 
 /// The SQLite library, re-exported so a worker's SQL uses exactly the version the store
 /// was built with.
@@ -66,35 +111,6 @@ fn migrate_id_only_inbox(connection: &Connection) -> rusqlite::Result<()> {
 /// handlers use, so each statement is parsed once per process.
 const STATEMENT_CACHE: usize = 64;
 
-/// `execute` and `query_row` with the statement prepared once and kept on the
-/// connection, for the statements a handler runs on every message. Preparing anew each
-/// time (what [`Connection::execute`] does) costs a store hop about a sixth of its CPU
-/// in SQLite's parser. Works on a [`rusqlite::Transaction`] too, through its `Deref`.
-pub trait CachedStatements {
-    /// Runs `sql` once with `params`, like [`Connection::execute`].
-    fn execute_cached<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
-
-    /// Runs `sql` with `params` and maps its first row, like [`Connection::query_row`].
-    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, map: F) -> rusqlite::Result<T>
-    where
-        P: Params,
-        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>;
-}
-
-impl CachedStatements for Connection {
-    fn execute_cached<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
-        self.prepare_cached(sql)?.execute(params)
-    }
-
-    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, map: F) -> rusqlite::Result<T>
-    where
-        P: Params,
-        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
-    {
-        self.prepare_cached(sql)?.query_row(params, map)
-    }
-}
-
 /// Why a store could not be opened or read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -128,12 +144,17 @@ pub enum StoreError {
 
 /// A worker's own SQLite store, shared by the worker's concurrent handler calls.
 ///
-/// One connection, behind a mutex: handler calls in one process take turns, and
+/// One connection, behind a FIFO lock: handler calls in one process take turns, their
+/// messages committed in batches (see "Group commit" in the crate's documentation), and
 /// instances in other processes wait on SQLite's lock for up to [`BUSY_TIMEOUT`].
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
-    connection: Mutex<Connection>,
+    writer: Mutex<Writer>,
+    /// Callers waiting for `writer`'s lock.
+    queued: AtomicUsize,
+    /// Batches committed since the store was opened.
+    commits: AtomicU64,
 }
 
 impl Store {
@@ -197,7 +218,9 @@ impl Store {
         }
         Ok(Store {
             path: path.to_path_buf(),
-            connection: Mutex::new(connection),
+            writer: Mutex::new(Writer::new(connection)),
+            queued: AtomicUsize::new(0),
+            commits: AtomicU64::new(0),
         })
     }
 
@@ -208,13 +231,13 @@ impl Store {
     /// migrated, and several instances starting together migrate it once. A migration is
     /// never edited once released: a change is a new one at the end.
     pub fn open_with_migrations(path: &Path, migrations: &[&str]) -> Result<Store, StoreError> {
-        let store = Self::open(path)?;
+        let mut store = Self::open(path)?;
         let sqlite = |source| StoreError::Sqlite {
             path: path.to_path_buf(),
             source,
         };
         {
-            let mut connection = store.lock();
+            let connection = &mut store.writer.get_mut().connection;
             for (index, migration) in migrations.iter().enumerate() {
                 let transaction = connection
                     .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -243,126 +266,230 @@ impl Store {
 
     /// Processes the message `identity` names at most once: the inbox.
     ///
-    /// In one `IMMEDIATE` transaction, looks the message's `source` and `id` up in the
-    /// inbox:
-    /// - when they are there with the same fingerprint (a redelivery), returns the
+    /// In a savepoint of the batch's `IMMEDIATE` transaction (see "Group commit" in the
+    /// crate's documentation), looks the message's `source` and `id` up in the inbox:
+    /// - when they are there with the same fingerprint (a redelivery), answers with the
     ///   outputs recorded for it, without calling `work`;
     /// - when they are there with another fingerprint, another message reuses the
     ///   identity: fails permanently with [`fault_code::REUSED_ID`], without calling
     ///   `work`; the message is never answered with another's outputs;
-    /// - otherwise calls `work` with the transaction. On `Ok`, records the identity and
-    ///   the outputs and commits, so the side effects `work` wrote and the record of
-    ///   them are kept together or not at all. On `Err`, rolls back: nothing is kept and
-    ///   nothing recorded, so a retry runs `work` again.
+    /// - otherwise calls `work` with the connection, inside the savepoint. On `Ok`,
+    ///   records the identity and the outputs, so the side effects `work` wrote and the
+    ///   record of them are kept together or not at all. On `Err`, rolls the savepoint
+    ///   back: nothing of this message is kept and nothing recorded, so a retry runs
+    ///   `work` again; the other messages of the batch are not touched.
     ///
-    /// SQLite errors (a store locked longer than [`BUSY_TIMEOUT`], a full disk) are
-    /// transient: retrying later may help.
-    pub fn process_once(
+    /// Returns once the batch has committed, with that answer; when the commit fails,
+    /// with a transient error instead, since nothing of the batch was kept.
+    ///
+    /// `work` runs inline, in the caller's task, with the store's lock held: it must
+    /// not block on anything but SQLite. SQLite errors (a store locked longer than
+    /// [`BUSY_TIMEOUT`], a full disk) are transient: retrying later may help.
+    pub async fn process_once<W>(
         &self,
         identity: &MessageIdentity<'_>,
-        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<Outputs, HandlerError>,
-    ) -> Result<Outputs, HandlerError> {
-        let message_id = identity.id;
-        blocking(|| {
-            let mut connection = self.lock();
-            let transaction = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|error| self.transient("begin", error))?;
-            let recorded: Option<(String, String)> = transaction
-                .query_row_cached(
-                    "SELECT fingerprint, outputs FROM inbox WHERE source = ?1 AND message_id = ?2",
-                    [identity.source, message_id],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()
-                .map_err(|error| self.transient("read the inbox", error))?;
-            if let Some((fingerprint, recorded)) = recorded {
-                if fingerprint != identity.fingerprint {
-                    return Err(HandlerError::permanent(
-                        fault_code::REUSED_ID,
-                        format!(
-                            "message id {message_id:?} from {:?} was already used by a message \
-                             with other content; ids must be unique per source",
-                            identity.source
-                        ),
-                    ));
-                }
-                // Dropping the transaction ends it; it changed nothing.
-                return serde_json::from_str(&recorded).map_err(|error| {
-                    HandlerError::permanent(
-                        fault_code::INTERNAL,
-                        format!(
-                            "store {}: the outputs recorded for message {message_id} are \
-                             unreadable: {error}",
-                            self.path.display()
-                        ),
-                    )
-                });
+        work: W,
+    ) -> Result<Outputs, HandlerError>
+    where
+        W: FnOnce(&Connection) -> Result<Outputs, HandlerError>,
+    {
+        let mut writer = self.lock().await;
+        writer
+            .begin_unless_open()
+            .map_err(|error| self.transient("begin", error))?;
+        let answer = match panic::catch_unwind(AssertUnwindSafe(|| {
+            self.run_message(&mut writer.connection, identity, work)
+        })) {
+            Ok(answer) => answer,
+            Err(panicked) => {
+                // The message's savepoint was rolled back as the panic unwound. The
+                // batch is committed now with the other messages in it (their callers
+                // hear it), so that it never keeps the write lock with nobody left to
+                // commit it.
+                self.end_batch(&mut writer);
+                drop(writer);
+                panic::resume_unwind(panicked);
             }
-            // On Err, the transaction is dropped, which rolls it back.
-            let outputs = work(&transaction)?;
-            let serialized = serde_json::to_string(&outputs).map_err(|error| {
+        };
+        let ticket = writer.join().expect("the batch begun above is open");
+        let mut member = Member {
+            store: self,
+            ticket,
+        };
+        self.until_ended(writer, &mut member.ticket).await;
+        match member.ticket.ended() {
+            Some(Ok(())) => answer,
+            Some(Err(error)) => Err(self.transient("commit", error)),
+            None => Err(self.transient("commit", "the batch ended without a commit")),
+        }
+    }
+
+    /// Runs the message in a savepoint: the inbox lookup, `work` and the inbox record.
+    /// Every early return drops the savepoint, which rolls back what the message did.
+    fn run_message<W>(
+        &self,
+        connection: &mut Connection,
+        identity: &MessageIdentity<'_>,
+        work: W,
+    ) -> Result<Outputs, HandlerError>
+    where
+        W: FnOnce(&Connection) -> Result<Outputs, HandlerError>,
+    {
+        let message_id = identity.id;
+        let savepoint = connection
+            .savepoint()
+            .map_err(|error| self.transient("begin a savepoint", error))?;
+        let recorded: Option<(String, String)> = savepoint
+            .query_row_cached(
+                "SELECT fingerprint, outputs FROM inbox WHERE source = ?1 AND message_id = ?2",
+                [identity.source, message_id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|error| self.transient("read the inbox", error))?;
+        if let Some((fingerprint, recorded)) = recorded {
+            if fingerprint != identity.fingerprint {
+                return Err(HandlerError::permanent(
+                    fault_code::REUSED_ID,
+                    format!(
+                        "message id {message_id:?} from {:?} was already used by a message \
+                         with other content; ids must be unique per source",
+                        identity.source
+                    ),
+                ));
+            }
+            return serde_json::from_str(&recorded).map_err(|error| {
                 HandlerError::permanent(
                     fault_code::INTERNAL,
-                    format!("cannot record the outputs of message {message_id}: {error}"),
+                    format!(
+                        "store {}: the outputs recorded for message {message_id} are \
+                         unreadable: {error}",
+                        self.path.display()
+                    ),
                 )
-            })?;
-            transaction
-                .execute_cached(
-                    "INSERT INTO inbox (source, message_id, fingerprint, outputs, processed_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    [
-                        identity.source,
-                        message_id,
-                        &identity.fingerprint,
-                        &serialized,
-                        &jiff::Timestamp::now().to_string(),
-                    ],
-                )
-                .map_err(|error| self.transient("record in the inbox", error))?;
-            transaction
-                .commit()
-                .map_err(|error| self.transient("commit", error))?;
-            Ok(outputs)
-        })
+            });
+        }
+        let outputs = work(&savepoint)?;
+        let serialized = serde_json::to_string(&outputs).map_err(|error| {
+            HandlerError::permanent(
+                fault_code::INTERNAL,
+                format!("cannot record the outputs of message {message_id}: {error}"),
+            )
+        })?;
+        savepoint
+            .execute_cached(
+                "INSERT INTO inbox (source, message_id, fingerprint, outputs, processed_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                [
+                    identity.source,
+                    message_id,
+                    &identity.fingerprint,
+                    &serialized,
+                    &jiff::Timestamp::now().to_string(),
+                ],
+            )
+            .map_err(|error| self.transient("record in the inbox", error))?;
+        savepoint
+            .commit()
+            .map_err(|error| self.transient("release the savepoint", error))?;
+        Ok(outputs)
+    }
+
+    /// Returns once the batch of `ticket` has ended, committing it when this caller
+    /// is the one to (see [`batch::next_step`]).
+    async fn until_ended(&self, mut writer: MutexGuard<'_, Writer>, ticket: &mut Ticket) {
+        let mut yielded = false;
+        loop {
+            match batch::next_step(
+                writer.messages(),
+                self.queued.load(Ordering::SeqCst),
+                yielded,
+            ) {
+                Step::Commit => return self.end_batch(&mut writer),
+                Step::Wait => {
+                    drop(writer);
+                    let ended = ticket.ended.wait_for(Option::is_some);
+                    if tokio::time::timeout(batch::COMMIT_WAIT_BOUND, ended)
+                        .await
+                        .is_ok()
+                    {
+                        return;
+                    }
+                    let mut writer = self.lock().await;
+                    if writer.is_open(ticket.generation) {
+                        self.end_batch(&mut writer);
+                    }
+                    return;
+                }
+                Step::Yield => {
+                    drop(writer);
+                    tokio::task::yield_now().await;
+                    yielded = true;
+                    if ticket.ended().is_some() {
+                        return;
+                    }
+                    writer = self.lock().await;
+                    if !writer.is_open(ticket.generation) {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Runs `query` on the connection, for reads that need no inbox (a query changes
     /// nothing, so a redelivery may simply run it again). Writes belong in
     /// [`Store::process_once`].
     ///
+    /// An open batch is committed first, so the query sees only committed effects.
     /// SQLite errors are transient, as in [`Store::process_once`].
-    pub fn read<T>(
+    pub async fn read<T>(
         &self,
         query: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, HandlerError> {
-        blocking(|| query(&self.lock()).map_err(|error| self.transient("read", error)))
+        let mut writer = self.lock().await;
+        self.end_batch(&mut writer);
+        query(&writer.connection).map_err(|error| self.transient("read", error))
     }
 
-    /// How many messages the inbox has recorded. For tests and diagnostics.
-    pub fn processed_count(&self) -> Result<u64, StoreError> {
-        blocking(|| {
-            self.lock()
-                .query_row("SELECT COUNT(*) FROM inbox", [], |row| row.get::<_, i64>(0))
-                // COUNT(*) is never negative.
-                .map(i64::unsigned_abs)
-                .map_err(|source| StoreError::Sqlite {
-                    path: self.path.clone(),
-                    source,
-                })
-        })
+    /// How many messages the inbox has recorded (an open batch is committed first).
+    /// For tests and diagnostics.
+    pub async fn processed_count(&self) -> Result<u64, StoreError> {
+        let mut writer = self.lock().await;
+        self.end_batch(&mut writer);
+        writer
+            .connection
+            .query_row("SELECT COUNT(*) FROM inbox", [], |row| row.get::<_, i64>(0))
+            // COUNT(*) is never negative.
+            .map(i64::unsigned_abs)
+            .map_err(|source| StoreError::Sqlite {
+                path: self.path.clone(),
+                source,
+            })
     }
 
-    /// The connection. A handler that panicked while holding it poisoned the mutex,
-    /// but its transaction was rolled back when it unwound, so the connection is sound.
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.connection
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// How many batches this store has committed since it was opened: with
+    /// [`Store::processed_count`], how many messages a commit carries. For tests and
+    /// diagnostics.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst)
+    }
+
+    /// The connection, counted as queued while the lock is not yet taken.
+    async fn lock(&self) -> MutexGuard<'_, Writer> {
+        let _queued = Queued::enter(&self.queued);
+        self.writer.lock().await
+    }
+
+    /// Commits the open batch, if any, and tells its callers.
+    fn end_batch(&self, writer: &mut Writer) {
+        if writer.end() {
+            self.commits.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// A transient handler error for an SQLite failure while doing `what`.
-    fn transient(&self, what: &str, error: rusqlite::Error) -> HandlerError {
+    fn transient(&self, what: &str, error: impl std::fmt::Display) -> HandlerError {
         HandlerError::transient(format!(
             "store {}: cannot {what}: {error}",
             self.path.display()
@@ -370,362 +497,27 @@ impl Store {
     }
 }
 
-/// Runs the blocking `call` inside [`tokio::task::block_in_place`] when on a
-/// multi-threaded tokio runtime, and directly otherwise (where `block_in_place` would
-/// panic).
-fn blocking<T>(call: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(call)
+/// A caller whose message is in a batch. Dropped before the batch has ended (the
+/// caller's future was cancelled), it commits the batch when the store is free, so a
+/// batch whose callers all went away does not keep the write lock; when the store is
+/// busy, its holder is a caller that will see the batch end.
+struct Member<'a> {
+    store: &'a Store,
+    ticket: Ticket,
+}
+
+impl Drop for Member<'_> {
+    fn drop(&mut self) {
+        if self.ticket.ended().is_some() {
+            return;
         }
-        _ => call(),
+        if let Ok(mut writer) = self.store.writer.try_lock()
+            && writer.is_open(self.ticket.generation)
+        {
+            self.store.end_batch(&mut writer);
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::cell::Cell;
-    use warren_messages::EchoReplied;
-
-    const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS effects (n INTEGER NOT NULL)";
-
-    /// A store file in a fresh folder under the system's temp folder; the folder is
-    /// removed when the guard is dropped.
-    struct TempStore {
-        folder: PathBuf,
-    }
-
-    impl TempStore {
-        fn new() -> TempStore {
-            TempStore {
-                folder: std::env::temp_dir().join(format!("warren-store-{}", uuid::Uuid::new_v4())),
-            }
-        }
-
-        fn path(&self) -> PathBuf {
-            // A nested folder, to check that open creates it.
-            self.folder.join("nested").join("store.sqlite")
-        }
-
-        fn open(&self) -> Store {
-            Store::open_with_schema(&self.path(), SCHEMA).expect("open the store")
-        }
-    }
-
-    impl Drop for TempStore {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.folder);
-        }
-    }
-
-    /// The identity of a message `message_id` from `/test`.
-    fn id(message_id: &'static str) -> MessageIdentity<'static> {
-        MessageIdentity {
-            source: "/test",
-            id: message_id,
-            fingerprint: "same content".into(),
-        }
-    }
-
-    fn reply(text: &str) -> Outputs {
-        let payload: EchoReplied = serde_json::from_str(text).expect("payload");
-        Outputs::reply(&payload).expect("outputs")
-    }
-
-    fn json(outputs: &Outputs) -> String {
-        serde_json::to_string(outputs).expect("serialize")
-    }
-
-    fn effect_count(store: &Store) -> i64 {
-        store
-            .read(|connection| {
-                connection.query_row("SELECT COUNT(*) FROM effects", [], |row| row.get(0))
-            })
-            .expect("count effects")
-    }
-
-    fn add_effect(
-        transaction: &rusqlite::Transaction<'_>,
-        text: &str,
-    ) -> Result<Outputs, HandlerError> {
-        transaction
-            .execute("INSERT INTO effects (n) VALUES (1)", [])
-            .map_err(|error| HandlerError::transient(error.to_string()))?;
-        Ok(reply(text))
-    }
-
-    #[test]
-    fn open_creates_the_folder_in_wal_mode() {
-        let temp = TempStore::new();
-        let store = temp.open();
-        assert!(temp.path().is_file());
-        assert_eq!(store.path(), temp.path());
-        let (mode, synchronous, busy_timeout): (String, i64, i64) = store
-            .read(|connection| {
-                Ok((
-                    connection.query_row("PRAGMA journal_mode", [], |row| row.get(0))?,
-                    connection.query_row("PRAGMA synchronous", [], |row| row.get(0))?,
-                    connection.query_row("PRAGMA busy_timeout", [], |row| row.get(0))?,
-                ))
-            })
-            .expect("pragmas");
-        assert_eq!(mode, "wal");
-        assert_eq!(synchronous, 1, "NORMAL");
-        assert_eq!(busy_timeout, 5000);
-        assert_eq!(store.processed_count().expect("count"), 0);
-    }
-
-    #[test]
-    fn work_runs_once_per_message_id_and_replays_the_same_outputs() {
-        let temp = TempStore::new();
-        let store = temp.open();
-        let runs = Cell::new(0);
-        let first = store
-            .process_once(&id("message-1"), |transaction| {
-                runs.set(runs.get() + 1);
-                add_effect(transaction, r#"{"n":1}"#)
-            })
-            .expect("first");
-        let second = store
-            .process_once(&id("message-1"), |transaction| {
-                runs.set(runs.get() + 1);
-                add_effect(transaction, r#"{"n":2}"#)
-            })
-            .expect("second");
-        assert_eq!(runs.get(), 1, "work ran again for a processed message");
-        assert_eq!(json(&first), json(&second), "same outputs, same ids");
-        assert_eq!(effect_count(&store), 1);
-        assert_eq!(store.processed_count().expect("count"), 1);
-
-        let other = store
-            .process_once(&id("message-2"), |transaction| {
-                runs.set(runs.get() + 1);
-                add_effect(transaction, r#"{"n":1}"#)
-            })
-            .expect("other");
-        assert_eq!(runs.get(), 2);
-        assert_ne!(
-            json(&first),
-            json(&other),
-            "a new message gets new output ids"
-        );
-        assert_eq!(effect_count(&store), 2);
-        assert_eq!(store.processed_count().expect("count"), 2);
-    }
-
-    #[test]
-    fn a_reused_identity_is_refused_and_another_source_is_another_message() {
-        let temp = TempStore::new();
-        let store = temp.open();
-        store
-            .process_once(&id("message-1"), |transaction| {
-                add_effect(transaction, "{}")
-            })
-            .expect("first");
-        let reused = MessageIdentity {
-            fingerprint: "other content".into(),
-            ..id("message-1")
-        };
-        let error = store
-            .process_once(&reused, |_| panic!("work must not run for a reused id"))
-            .expect_err("reused");
-        assert!(
-            matches!(&error, HandlerError::Permanent { code, .. } if code == fault_code::REUSED_ID),
-            "{error:?}"
-        );
-        let elsewhere = MessageIdentity {
-            source: "/elsewhere",
-            fingerprint: "other content".into(),
-            ..id("message-1")
-        };
-        store
-            .process_once(&elsewhere, |transaction| add_effect(transaction, "{}"))
-            .expect("the same id from another source is another message");
-        assert_eq!(effect_count(&store), 2);
-        assert_eq!(store.processed_count().expect("count"), 2);
-    }
-
-    #[test]
-    fn an_inbox_keyed_by_id_alone_is_migrated() {
-        let temp = TempStore::new();
-        {
-            std::fs::create_dir_all(temp.path().parent().expect("folder")).expect("folder");
-            let old = Connection::open(temp.path()).expect("open");
-            old.execute_batch(
-                "CREATE TABLE inbox (message_id TEXT PRIMARY KEY, outputs TEXT NOT NULL, \
-                 processed_at TEXT NOT NULL);
-                 INSERT INTO inbox VALUES ('old-1', '[]', '2026-11-01T00:00:00Z');",
-            )
-            .expect("old inbox");
-        }
-        let store = temp.open();
-        assert_eq!(store.processed_count().expect("count"), 1);
-        store
-            .process_once(&id("message-1"), |transaction| {
-                add_effect(transaction, "{}")
-            })
-            .expect("works after the migration");
-        assert_eq!(store.processed_count().expect("count"), 2);
-        drop(store);
-        assert_eq!(temp.open().processed_count().expect("reopened"), 2);
-    }
-
-    #[test]
-    fn migrations_run_once_each_in_order() {
-        let temp = TempStore::new();
-        let first = [
-            "CREATE TABLE things (n INTEGER NOT NULL)",
-            "INSERT INTO things VALUES (1)",
-        ];
-        let store = Store::open_with_migrations(&temp.path(), &first).expect("migrate");
-        drop(store);
-        let mut second = first.to_vec();
-        second.push("INSERT INTO things VALUES (2)");
-        let store = Store::open_with_migrations(&temp.path(), &second).expect("migrate again");
-        let (rows, sum, version): (i64, i64, i64) = store
-            .read(|connection| {
-                Ok((
-                    connection.query_row("SELECT COUNT(*) FROM things", [], |row| row.get(0))?,
-                    connection.query_row("SELECT SUM(n) FROM things", [], |row| row.get(0))?,
-                    connection.query_row("PRAGMA user_version", [], |row| row.get(0))?,
-                ))
-            })
-            .expect("read");
-        assert_eq!((rows, sum, version), (2, 3, 3), "each migration ran once");
-        let mut broken = second.clone();
-        broken.push("THIS IS NOT SQL");
-        drop(store);
-        assert!(Store::open_with_migrations(&temp.path(), &broken).is_err());
-        let store = Store::open_with_migrations(&temp.path(), &second).expect("still at 3");
-        let version: i64 = store
-            .read(|connection| connection.query_row("PRAGMA user_version", [], |row| row.get(0)))
-            .expect("version");
-        assert_eq!(version, 3, "the failed migration changed nothing");
-    }
-
-    #[test]
-    fn an_error_rolls_back_and_records_nothing() {
-        let temp = TempStore::new();
-        let store = temp.open();
-        let error = store
-            .process_once(&id("message-1"), |transaction| {
-                add_effect(transaction, "{}")?;
-                Err(HandlerError::permanent("out_of_stock", "none left"))
-            })
-            .expect_err("the work failed");
-        assert!(
-            matches!(&error, HandlerError::Permanent { code, .. } if code == "out_of_stock"),
-            "{error:?}"
-        );
-        assert_eq!(effect_count(&store), 0, "the side effect was rolled back");
-        assert_eq!(store.processed_count().expect("count"), 0);
-
-        // The message was not recorded, so a retry runs the work.
-        let runs = Cell::new(0);
-        store
-            .process_once(&id("message-1"), |transaction| {
-                runs.set(runs.get() + 1);
-                add_effect(transaction, "{}")
-            })
-            .expect("retry");
-        assert_eq!(runs.get(), 1);
-        assert_eq!(effect_count(&store), 1);
-    }
-
-    #[test]
-    fn a_panic_in_work_rolls_back_and_leaves_the_store_usable() {
-        let temp = TempStore::new();
-        let store = temp.open();
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _ = store.process_once(&id("message-1"), |transaction| {
-                let _ = add_effect(transaction, "{}");
-                panic!("the handler panicked");
-            });
-        }));
-        assert!(panicked.is_err());
-        assert_eq!(effect_count(&store), 0);
-        assert_eq!(store.processed_count().expect("count"), 0);
-        store
-            .process_once(&id("message-1"), |transaction| {
-                add_effect(transaction, "{}")
-            })
-            .expect("after the panic");
-        assert_eq!(effect_count(&store), 1);
-    }
-
-    #[test]
-    fn reopening_the_file_keeps_everything() {
-        let temp = TempStore::new();
-        let first = {
-            let store = temp.open();
-            store
-                .process_once(&id("message-1"), |transaction| {
-                    add_effect(transaction, r#"{"kept":true}"#)
-                })
-                .expect("first")
-        };
-        let store = temp.open();
-        assert_eq!(store.processed_count().expect("count"), 1);
-        assert_eq!(effect_count(&store), 1);
-        let replayed = store
-            .process_once(&id("message-1"), |_| panic!("work must not run again"))
-            .expect("replayed");
-        assert_eq!(json(&first), json(&replayed));
-    }
-
-    #[test]
-    fn two_connections_to_one_file_share_the_inbox() {
-        let temp = TempStore::new();
-        let one = temp.open();
-        let two = temp.open();
-        let first = one
-            .process_once(&id("message-1"), |transaction| {
-                add_effect(transaction, "{}")
-            })
-            .expect("first");
-        let second = two
-            .process_once(&id("message-1"), |_| {
-                panic!("the other instance processed it")
-            })
-            .expect("second");
-        assert_eq!(json(&first), json(&second));
-        assert_eq!(effect_count(&two), 1);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn works_inside_a_multi_threaded_runtime() {
-        let temp = TempStore::new();
-        let store = temp.open();
-        let first = store
-            .process_once(&id("message-1"), |transaction| {
-                add_effect(transaction, "{}")
-            })
-            .expect("first");
-        let second = store
-            .process_once(&id("message-1"), |_| panic!("already processed"))
-            .expect("second");
-        assert_eq!(json(&first), json(&second));
-        assert_eq!(store.processed_count().expect("count"), 1);
-    }
-
-    #[test]
-    fn a_bad_schema_fails_to_open_and_failed_sql_in_work_records_nothing() {
-        let temp = TempStore::new();
-        assert!(matches!(
-            Store::open_with_schema(&temp.path(), "CREATE TABLE nonsense ("),
-            Err(StoreError::Sqlite { .. })
-        ));
-        let store = temp.open();
-        let error = store
-            .process_once(&id("message-1"), |transaction| {
-                transaction
-                    .execute("INSERT INTO missing_table VALUES (1)", [])
-                    .map_err(|error| HandlerError::transient(error.to_string()))?;
-                Ok(Outputs::none())
-            })
-            .expect_err("no such table");
-        assert!(matches!(error, HandlerError::Transient { .. }), "{error:?}");
-        assert_eq!(store.processed_count().expect("count"), 0);
-    }
-}
+mod tests;

@@ -283,13 +283,13 @@ async fn each_fault_reaches_the_originator_from_its_hop_and_is_undone() {
         assert_eq!(status["failure"]["code"], code, "{status}");
         assert_eq!(status["failure"]["worker"], worker, "{status}");
     }
-    let inventory = pipeline.inventory().counts().expect("inventory");
+    let inventory = pipeline.inventory().counts().await.expect("inventory");
     assert_eq!(
         (inventory.reserved, inventory.items_reserved),
         (0, 0),
         "{inventory:?}"
     );
-    let payments = pipeline.payments().counts().expect("payments");
+    let payments = pipeline.payments().counts().await.expect("payments");
     assert_eq!(
         (payments.charged, payments.charged_cents),
         (0, 0),
@@ -299,8 +299,16 @@ async fn each_fault_reaches_the_originator_from_its_hop_and_is_undone() {
         payments.refunded, 1,
         "the undeliverable order's charge came back"
     );
-    assert_eq!(pipeline.shipping().shipments().expect("shipments"), 0);
-    assert_eq!(pipeline.orders().counts().expect("orders").of("failed"), 4);
+    assert_eq!(pipeline.shipping().shipments().await.expect("shipments"), 0);
+    assert_eq!(
+        pipeline
+            .orders()
+            .counts()
+            .await
+            .expect("orders")
+            .of("failed"),
+        4
+    );
 }
 
 /// `orders.get` of `order_id` until it has `status` (the events that move it on may
@@ -349,7 +357,15 @@ async fn a_deadline_passed_at_a_later_hop_is_a_fault_and_is_undone() {
     let status = wait_for_status(&pipeline, "ord-slow", "failed").await;
     assert_eq!(status["failure"]["code"], "deadline_exceeded");
     pipeline.settle().await;
-    assert_eq!(pipeline.inventory().counts().expect("counts").reserved, 0);
+    assert_eq!(
+        pipeline
+            .inventory()
+            .counts()
+            .await
+            .expect("counts")
+            .reserved,
+        0
+    );
 }
 
 /// The kinds of orders of the mixed runs, with the outcome each must end in.
@@ -432,7 +448,7 @@ async fn mixed_run(count: usize, kill: Option<&'static str>) {
     let recorded = count as u64 - faults.get("invalid_payload").copied().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let counts = pipeline.orders().counts().expect("orders");
+        let counts = pipeline.orders().counts().await.expect("orders");
         if counts.of("shipped") + counts.of("failed") == recorded {
             assert_eq!(counts.of("shipped"), completed, "{counts:?}");
             break;
@@ -444,8 +460,8 @@ async fn mixed_run(count: usize, kill: Option<&'static str>) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     pipeline.settle().await;
-    let inventory: InventoryCounts = pipeline.inventory().counts().expect("inventory");
-    let payments = pipeline.payments().counts().expect("payments");
+    let inventory: InventoryCounts = pipeline.inventory().counts().await.expect("inventory");
+    let payments = pipeline.payments().counts().await.expect("payments");
     assert_eq!(
         inventory.reserved, completed,
         "a reservation per completed order only"
@@ -459,7 +475,7 @@ async fn mixed_run(count: usize, kill: Option<&'static str>) {
         "charged what was completed"
     );
     assert_eq!(
-        pipeline.shipping().shipments().expect("shipments"),
+        pipeline.shipping().shipments().await.expect("shipments"),
         completed
     );
 }

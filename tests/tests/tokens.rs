@@ -769,6 +769,7 @@ async fn one_token_is_forwarded_through_the_whole_pipeline_and_its_compensation(
     let inventory = warren_inventory::InventoryHandler::open(store.path())
         .expect("the inventory store")
         .counts()
+        .await
         .expect("inventory counts");
     assert_eq!(
         (inventory.reserved, inventory.released),

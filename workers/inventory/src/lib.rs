@@ -19,7 +19,7 @@ use warren_messages::{
     ChargeCard, Inbound, Payload, Progress, RequestFailed, ReserveStock, StockReserved, unpriced,
 };
 use warren_runtime::{Handler, HandlerError, Incoming, Manifest, Outputs};
-use warren_store::rusqlite::{self, OptionalExtension, Transaction};
+use warren_store::rusqlite::{self, Connection, OptionalExtension};
 use warren_store::{CachedStatements, Store, StoreError};
 
 /// What the inventory worker consumes and produces.
@@ -137,72 +137,83 @@ impl InventoryHandler {
             tokio::time::sleep(SLOW_SKU_DELAY).await;
         }
         let correlation_id = message.attributes.correlation_id();
-        self.store.process_once(&message.identity(), |transaction| {
-            let reservation_id = match reservation(transaction, &order.order_id)? {
-                // The request failed before: nothing is reserved for it any more.
-                Some(found) if found.released && !is_foreign_tombstone(&found, correlation_id) => {
-                    return Ok(Outputs::none());
-                }
-                Some(found) if !found.released => found.reservation_id,
-                _ => reserve_stock(transaction, order, correlation_id)?,
-            };
-            Outputs::none()
-                .and_command(&ChargeCard {
-                    order_id: order.order_id.clone(),
-                    amount_cents: order.total_cents,
-                    currency: order.currency.clone(),
-                    card: order.card.clone(),
-                    ship_to: order.ship_to.clone(),
-                    items: unpriced(&order.items),
-                    reservation_id: reservation_id.clone(),
-                })?
-                .and_event(&StockReserved {
-                    order_id: order.order_id.clone(),
-                    reservation_id,
-                })?
-                .and_progress("reserved")
-        })
+        self.store
+            .process_once(&message.identity(), |connection| {
+                let reservation_id = match reservation(connection, &order.order_id)? {
+                    // The request failed before: nothing is reserved for it any more.
+                    Some(found)
+                        if found.released && !is_foreign_tombstone(&found, correlation_id) =>
+                    {
+                        return Ok(Outputs::none());
+                    }
+                    Some(found) if !found.released => found.reservation_id,
+                    _ => reserve_stock(connection, order, correlation_id)?,
+                };
+                Outputs::none()
+                    .and_command(&ChargeCard {
+                        order_id: order.order_id.clone(),
+                        amount_cents: order.total_cents,
+                        currency: order.currency.clone(),
+                        card: order.card.clone(),
+                        ship_to: order.ship_to.clone(),
+                        items: unpriced(&order.items),
+                        reservation_id: reservation_id.clone(),
+                    })?
+                    .and_event(&StockReserved {
+                        order_id: order.order_id.clone(),
+                        reservation_id,
+                    })?
+                    .and_progress("reserved")
+            })
+            .await
     }
 
-    fn release(&self, message: &Incoming<'_, InventoryInput>) -> Result<Outputs, HandlerError> {
+    async fn release(
+        &self,
+        message: &Incoming<'_, InventoryInput>,
+    ) -> Result<Outputs, HandlerError> {
         // A failure is about an order when it names one (its subject).
         let Some(order_id) = message.attributes.subject.as_deref() else {
             return Ok(Outputs::none());
         };
         let correlation_id = message.attributes.correlation_id();
-        self.store.process_once(&message.identity(), |transaction| {
-            match reservation(transaction, order_id)? {
-                Some(found) if !found.released && found.correlation_id == correlation_id => {
-                    let items: Vec<(String, i64)> = serde_json::from_str(&found.items)
-                        .map_err(|error| HandlerError::permanent("internal", error.to_string()))?;
-                    // A SKU the stock does not count changes no row.
-                    for (sku, quantity) in items {
-                        sql(transaction.execute_cached(
-                            "UPDATE stock SET available = available + ?2 WHERE sku = ?1",
-                            rusqlite::params![sku, quantity],
+        self.store
+            .process_once(&message.identity(), |connection| {
+                match reservation(connection, order_id)? {
+                    Some(found) if !found.released && found.correlation_id == correlation_id => {
+                        let items: Vec<(String, i64)> = serde_json::from_str(&found.items)
+                            .map_err(|error| {
+                                HandlerError::permanent("internal", error.to_string())
+                            })?;
+                        // A SKU the stock does not count changes no row.
+                        for (sku, quantity) in items {
+                            sql(connection.execute_cached(
+                                "UPDATE stock SET available = available + ?2 WHERE sku = ?1",
+                                rusqlite::params![sku, quantity],
+                            ))?;
+                        }
+                        sql(connection.execute_cached(
+                            "UPDATE reservations SET state = 'released', updated_at = ?2 \
+                             WHERE order_id = ?1",
+                            rusqlite::params![order_id, now()],
                         ))?;
                     }
-                    sql(transaction.execute_cached(
-                        "UPDATE reservations SET state = 'released', updated_at = ?2 \
-                         WHERE order_id = ?1",
-                        rusqlite::params![order_id, now()],
-                    ))?;
+                    // Released already, or another request's: nothing to undo.
+                    Some(_) => {}
+                    // Failed before its stock was reserved: a reserve that comes late must
+                    // not reserve it.
+                    None => {
+                        sql(connection.execute_cached(
+                            "INSERT INTO reservations \
+                             (order_id, reservation_id, correlation_id, state, items, updated_at) \
+                             VALUES (?1, '', ?2, 'released', ?3, ?4)",
+                            rusqlite::params![order_id, correlation_id, NOTHING_RESERVED, now()],
+                        ))?;
+                    }
                 }
-                // Released already, or another request's: nothing to undo.
-                Some(_) => {}
-                // Failed before its stock was reserved: a reserve that comes late must
-                // not reserve it.
-                None => {
-                    sql(transaction.execute_cached(
-                        "INSERT INTO reservations \
-                         (order_id, reservation_id, correlation_id, state, items, updated_at) \
-                         VALUES (?1, '', ?2, 'released', ?3, ?4)",
-                        rusqlite::params![order_id, correlation_id, NOTHING_RESERVED, now()],
-                    ))?;
-                }
-            }
-            Ok(Outputs::none())
-        })
+                Ok(Outputs::none())
+            })
+            .await
     }
 }
 
@@ -212,7 +223,7 @@ impl Handler for InventoryHandler {
     async fn handle(&self, message: Incoming<'_, InventoryInput>) -> Result<Outputs, HandlerError> {
         match &message.payload {
             InventoryInput::Reserve(order) => self.reserve(&message, order).await,
-            InventoryInput::Failed(_) => self.release(&message),
+            InventoryInput::Failed(_) => self.release(&message).await,
         }
     }
 }
@@ -227,7 +238,7 @@ fn is_foreign_tombstone(found: &Reservation, correlation_id: &str) -> bool {
 /// Reserves every line of `order`, or refuses with [`OUT_OF_STOCK`] changing nothing;
 /// returns the new reservation's id.
 fn reserve_stock(
-    transaction: &Transaction<'_>,
+    connection: &Connection,
     order: &ReserveStock,
     correlation_id: &str,
 ) -> Result<String, HandlerError> {
@@ -238,7 +249,7 @@ fn reserve_stock(
     let mut reserved: Vec<(String, i64)> = Vec::new();
     for (sku, quantity) in wanted {
         reserved.push((sku.to_owned(), quantity));
-        let available: Option<i64> = sql(transaction
+        let available: Option<i64> = sql(connection
             .query_row_cached("SELECT available FROM stock WHERE sku = ?1", [sku], |row| {
                 row.get(0)
             })
@@ -256,7 +267,7 @@ fn reserve_stock(
                 "sku": sku, "available": available, "asked": quantity
             })));
         }
-        sql(transaction.execute_cached(
+        sql(connection.execute_cached(
             "UPDATE stock SET available = available - ?2 WHERE sku = ?1",
             rusqlite::params![sku, quantity],
         ))?;
@@ -264,7 +275,7 @@ fn reserve_stock(
     let reservation_id = format!("res-{}", uuid::Uuid::now_v7());
     let items = serde_json::to_string(&reserved)
         .map_err(|error| HandlerError::permanent("internal", error.to_string()))?;
-    sql(transaction.execute_cached(
+    sql(connection.execute_cached(
         "INSERT OR REPLACE INTO reservations \
          (order_id, reservation_id, correlation_id, state, items, updated_at) \
          VALUES (?1, ?2, ?3, 'reserved', ?4, ?5)",
@@ -275,10 +286,10 @@ fn reserve_stock(
 
 /// The reservation of `order_id`, if there is one.
 fn reservation(
-    transaction: &Transaction<'_>,
+    connection: &Connection,
     order_id: &str,
 ) -> Result<Option<Reservation>, HandlerError> {
-    sql(transaction
+    sql(connection
         .query_row_cached(
             "SELECT reservation_id, correlation_id, state, items FROM reservations \
              WHERE order_id = ?1",
@@ -318,31 +329,34 @@ pub struct InventoryCounts {
 
 impl InventoryHandler {
     /// What the store holds now.
-    pub fn counts(&self) -> Result<InventoryCounts, HandlerError> {
-        self.store.read(|connection| {
-            let count = |state: &str| -> rusqlite::Result<u64> {
-                connection
-                    .query_row_cached(
-                        "SELECT COUNT(*) FROM reservations WHERE state = ?1",
-                        [state],
-                        |row| row.get::<_, i64>(0),
-                    )
-                    .map(i64::unsigned_abs)
-            };
-            let mut items_reserved = 0u64;
-            let mut statement = connection
-                .prepare_cached("SELECT items FROM reservations WHERE state = 'reserved'")?;
-            let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
-            for items in rows {
-                let items: Vec<(String, i64)> = serde_json::from_str(&items?).unwrap_or_default();
-                items_reserved += items.iter().map(|(_, n)| n.unsigned_abs()).sum::<u64>();
-            }
-            Ok(InventoryCounts {
-                reserved: count("reserved")?,
-                released: count("released")?,
-                items_reserved,
+    pub async fn counts(&self) -> Result<InventoryCounts, HandlerError> {
+        self.store
+            .read(|connection| {
+                let count = |state: &str| -> rusqlite::Result<u64> {
+                    connection
+                        .query_row_cached(
+                            "SELECT COUNT(*) FROM reservations WHERE state = ?1",
+                            [state],
+                            |row| row.get::<_, i64>(0),
+                        )
+                        .map(i64::unsigned_abs)
+                };
+                let mut items_reserved = 0u64;
+                let mut statement = connection
+                    .prepare_cached("SELECT items FROM reservations WHERE state = 'reserved'")?;
+                let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+                for items in rows {
+                    let items: Vec<(String, i64)> =
+                        serde_json::from_str(&items?).unwrap_or_default();
+                    items_reserved += items.iter().map(|(_, n)| n.unsigned_abs()).sum::<u64>();
+                }
+                Ok(InventoryCounts {
+                    reserved: count("reserved")?,
+                    released: count("released")?,
+                    items_reserved,
+                })
             })
-        })
+            .await
     }
 }
 

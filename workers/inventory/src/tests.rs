@@ -21,7 +21,7 @@ impl TempInventory {
     }
 
     /// Sets the stock of `sku` to `available`.
-    fn stock(&self, sku: &str, available: i64) {
+    async fn stock(&self, sku: &str, available: i64) {
         self.handler
             .store()
             .read(|connection| {
@@ -30,10 +30,11 @@ impl TempInventory {
                     rusqlite::params![sku, available],
                 )
             })
+            .await
             .expect("stock");
     }
 
-    fn available(&self, sku: &str) -> i64 {
+    async fn available(&self, sku: &str) -> i64 {
         self.handler
             .store()
             .read(|connection| {
@@ -41,6 +42,7 @@ impl TempInventory {
                     row.get(0)
                 })
             })
+            .await
             .expect("available")
     }
 
@@ -120,7 +122,7 @@ fn manifest_matches_the_handler() {
 #[tokio::test]
 async fn a_reservation_asks_payments_to_charge_and_is_made_once() {
     let inventory = TempInventory::new();
-    inventory.stock("sku-limited", 5);
+    inventory.stock("sku-limited", 5).await;
     let attributes = reserve_attributes("c-1");
     let data = serde_json::to_value(order(
         "ord-1",
@@ -140,7 +142,11 @@ async fn a_reservation_asks_payments_to_charge_and_is_made_once() {
         .expect("a charge");
     assert_eq!(charge.order_id, "ord-1");
     assert!(charge.reservation_id.starts_with("res-"));
-    assert_eq!(inventory.available("sku-limited"), 2, "3 of 5 reserved");
+    assert_eq!(
+        inventory.available("sku-limited").await,
+        2,
+        "3 of 5 reserved"
+    );
 
     let again = inventory
         .send(&attributes, data)
@@ -153,15 +159,15 @@ async fn a_reservation_asks_payments_to_charge_and_is_made_once() {
             .collect::<Vec<_>>()
     };
     assert_eq!(ids(&again), ids(&first), "the same outputs");
-    assert_eq!(inventory.available("sku-limited"), 2, "reserved once");
-    let counts = inventory.handler.counts().expect("counts");
+    assert_eq!(inventory.available("sku-limited").await, 2, "reserved once");
+    let counts = inventory.handler.counts().await.expect("counts");
     assert_eq!((counts.reserved, counts.items_reserved), (1, 4));
 }
 
 #[tokio::test]
 async fn too_little_stock_is_refused_and_reserves_nothing() {
     let inventory = TempInventory::new();
-    inventory.stock("sku-limited", 1);
+    inventory.stock("sku-limited", 1).await;
     let data = serde_json::to_value(order(
         "ord-2",
         &[("sku-limited", 1), ("test-out-of-stock", 1)],
@@ -172,9 +178,9 @@ async fn too_little_stock_is_refused_and_reserves_nothing() {
         .await
         .expect_err("out of stock");
     assert_eq!(code(&error), OUT_OF_STOCK);
-    assert_eq!(inventory.available("sku-limited"), 1, "nothing kept");
+    assert_eq!(inventory.available("sku-limited").await, 1, "nothing kept");
     assert_eq!(
-        inventory.handler.counts().expect("counts"),
+        inventory.handler.counts().await.expect("counts"),
         InventoryCounts::default()
     );
 }
@@ -182,13 +188,13 @@ async fn too_little_stock_is_refused_and_reserves_nothing() {
 #[tokio::test]
 async fn a_failure_releases_the_reservation_once() {
     let inventory = TempInventory::new();
-    inventory.stock("sku-limited", 5);
+    inventory.stock("sku-limited", 5).await;
     let data = serde_json::to_value(order("ord-3", &[("sku-limited", 4)])).expect("JSON");
     inventory
         .send(&reserve_attributes("c-3"), data)
         .await
         .expect("reserved");
-    assert_eq!(inventory.available("sku-limited"), 1);
+    assert_eq!(inventory.available("sku-limited").await, 1);
 
     // Another request's failure about the same order undoes nothing.
     let (other, failed) = failure("c-other", "ord-3");
@@ -196,22 +202,26 @@ async fn a_failure_releases_the_reservation_once() {
         .send(&other, failed.clone())
         .await
         .expect("handled");
-    assert_eq!(inventory.available("sku-limited"), 1);
+    assert_eq!(inventory.available("sku-limited").await, 1);
 
     let (attributes, failed) = failure("c-3", "ord-3");
     inventory
         .send(&attributes, failed.clone())
         .await
         .expect("released");
-    assert_eq!(inventory.available("sku-limited"), 5, "the stock came back");
+    assert_eq!(
+        inventory.available("sku-limited").await,
+        5,
+        "the stock came back"
+    );
     // The same failure announced again (a new message): nothing more comes back.
     let (again, _) = failure("c-3", "ord-3");
     inventory
         .send(&again, failed)
         .await
         .expect("released already");
-    assert_eq!(inventory.available("sku-limited"), 5);
-    let counts = inventory.handler.counts().expect("counts");
+    assert_eq!(inventory.available("sku-limited").await, 5);
+    let counts = inventory.handler.counts().await.expect("counts");
     assert_eq!(
         (counts.reserved, counts.released, counts.items_reserved),
         (0, 1, 0)
@@ -221,7 +231,7 @@ async fn a_failure_releases_the_reservation_once() {
 #[tokio::test]
 async fn a_reserve_after_its_requests_failure_reserves_nothing() {
     let inventory = TempInventory::new();
-    inventory.stock("sku-limited", 5);
+    inventory.stock("sku-limited", 5).await;
     let (attributes, failed) = failure("c-4", "ord-4");
     inventory.send(&attributes, failed).await.expect("recorded");
     let data = serde_json::to_value(order("ord-4", &[("sku-limited", 1)])).expect("JSON");
@@ -230,7 +240,7 @@ async fn a_reserve_after_its_requests_failure_reserves_nothing() {
         .await
         .expect("late");
     assert!(late.is_empty(), "the chain stops: {late:?}");
-    assert_eq!(inventory.available("sku-limited"), 5);
+    assert_eq!(inventory.available("sku-limited").await, 5);
 
     // A failure announced under another request does not block the real order.
     let (forged, failed) = failure("c-forged", "ord-5");
@@ -241,7 +251,7 @@ async fn a_reserve_after_its_requests_failure_reserves_nothing() {
         .await
         .expect("reserved");
     assert_eq!(real.len(), 3);
-    assert_eq!(inventory.available("sku-limited"), 4);
+    assert_eq!(inventory.available("sku-limited").await, 4);
 }
 
 #[tokio::test]
@@ -258,7 +268,7 @@ async fn a_failure_without_an_order_is_ignored() {
         .expect("ignored");
     assert!(outputs.is_empty());
     assert_eq!(
-        inventory.handler.counts().expect("counts"),
+        inventory.handler.counts().await.expect("counts"),
         InventoryCounts::default()
     );
 }

@@ -17,7 +17,7 @@ use warren_messages::{
     StockReserved, Upcast, decode_data, fault_code,
 };
 use warren_runtime::{Handler, HandlerError, Incoming, Manifest, Outputs};
-use warren_store::rusqlite::{self, Connection, OptionalExtension, Transaction};
+use warren_store::rusqlite::{self, Connection, OptionalExtension};
 use warren_store::{CachedStatements, Store, StoreError};
 
 pub use validate::{luhn, problems};
@@ -164,7 +164,7 @@ impl OrdersHandler {
         &self.store
     }
 
-    fn place(
+    async fn place(
         &self,
         message: &Incoming<'_, OrdersInput>,
         order: &PlaceOrder,
@@ -187,65 +187,68 @@ impl OrdersHandler {
             .clone()
             .unwrap_or_else(|| format!("ord-{}", uuid::Uuid::now_v7()));
         let correlation_id = message.attributes.correlation_id();
-        self.store.process_once(&message.identity(), |transaction| {
-            if let Some(status) = status_of(transaction, &order_id)? {
-                return Err(HandlerError::refused(
-                    DUPLICATE_ORDER,
-                    format!("order {order_id} was placed already; it is {status}"),
-                ));
-            }
-            let items = price(transaction, order)?;
-            let total_cents = items
-                .iter()
-                .try_fold(0i64, |total, line| {
-                    line.unit_price_cents
-                        .checked_mul(i64::from(line.quantity))
-                        .and_then(|amount| total.checked_add(amount))
-                })
-                .ok_or_else(|| invalid("the total is too large".to_owned()))?;
-            let number = &order.card.number;
-            let items_json = serde_json::to_string(&order.items).map_err(|error| {
-                HandlerError::permanent(fault_code::INTERNAL, error.to_string())
-            })?;
-            sql(transaction.execute_cached(
-                "INSERT INTO orders (order_id, correlation_id, customer, total_cents, currency, \
-                 card_last4, items, status, failure, placed_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'placed', NULL, ?8)",
-                rusqlite::params![
-                    order_id,
-                    correlation_id,
-                    order.customer,
-                    total_cents,
-                    CURRENCY,
-                    &number[number.len().saturating_sub(4)..],
-                    items_json,
-                    now()
-                ],
-            ))?;
-            append_history(transaction, &order_id, "placed", MANIFEST.name)?;
-            Ok(Outputs::none()
-                .and_command(&ReserveStock {
-                    order_id: order_id.clone(),
-                    items,
-                    total_cents,
-                    currency: CURRENCY.to_owned(),
-                    card: order.card.clone(),
-                    ship_to: order.ship_to.clone(),
-                })?
-                .and_event(&OrderPlaced {
-                    order_id: order_id.clone(),
-                    total_cents,
-                    currency: CURRENCY.to_owned(),
-                })?
-                .and_progress("placed")?
-                .with_subject(&order_id))
-        })
+        self.store
+            .process_once(&message.identity(), |connection| {
+                if let Some(status) = status_of(connection, &order_id)? {
+                    return Err(HandlerError::refused(
+                        DUPLICATE_ORDER,
+                        format!("order {order_id} was placed already; it is {status}"),
+                    ));
+                }
+                let items = price(connection, order)?;
+                let total_cents = items
+                    .iter()
+                    .try_fold(0i64, |total, line| {
+                        line.unit_price_cents
+                            .checked_mul(i64::from(line.quantity))
+                            .and_then(|amount| total.checked_add(amount))
+                    })
+                    .ok_or_else(|| invalid("the total is too large".to_owned()))?;
+                let number = &order.card.number;
+                let items_json = serde_json::to_string(&order.items).map_err(|error| {
+                    HandlerError::permanent(fault_code::INTERNAL, error.to_string())
+                })?;
+                sql(connection.execute_cached(
+                    "INSERT INTO orders (order_id, correlation_id, customer, total_cents, currency, \
+                     card_last4, items, status, failure, placed_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'placed', NULL, ?8)",
+                    rusqlite::params![
+                        order_id,
+                        correlation_id,
+                        order.customer,
+                        total_cents,
+                        CURRENCY,
+                        &number[number.len().saturating_sub(4)..],
+                        items_json,
+                        now()
+                    ],
+                ))?;
+                append_history(connection, &order_id, "placed", MANIFEST.name)?;
+                Ok(Outputs::none()
+                    .and_command(&ReserveStock {
+                        order_id: order_id.clone(),
+                        items,
+                        total_cents,
+                        currency: CURRENCY.to_owned(),
+                        card: order.card.clone(),
+                        ship_to: order.ship_to.clone(),
+                    })?
+                    .and_event(&OrderPlaced {
+                        order_id: order_id.clone(),
+                        total_cents,
+                        currency: CURRENCY.to_owned(),
+                    })?
+                    .and_progress("placed")?
+                    .with_subject(&order_id))
+            })
+            .await
     }
 
-    fn get(&self, get: &GetOrder) -> Result<Outputs, HandlerError> {
+    async fn get(&self, get: &GetOrder) -> Result<Outputs, HandlerError> {
         let status = self
             .store
-            .read(|connection| order_status(connection, &get.order_id))?;
+            .read(|connection| order_status(connection, &get.order_id))
+            .await?;
         match status {
             Some(status) => Outputs::reply(&status),
             None => Err(HandlerError::refused(
@@ -257,30 +260,32 @@ impl OrdersHandler {
 
     /// Moves an order on to `status`, as `worker` says: an order never goes back, and a
     /// failed one stays failed; the history keeps every step heard of.
-    fn advance(
+    async fn advance(
         &self,
         message: &Incoming<'_, OrdersInput>,
         order_id: &str,
         status: &str,
     ) -> Result<Outputs, HandlerError> {
         let worker = worker_of(&message.attributes.source).unwrap_or("unknown");
-        self.store.process_once(&message.identity(), |transaction| {
-            let Some(current) = status_of(transaction, order_id)? else {
-                return Ok(Outputs::none());
-            };
-            if rank(status) > rank(&current) && current != "failed" {
-                sql(transaction.execute_cached(
-                    "UPDATE orders SET status = ?2 WHERE order_id = ?1",
-                    [order_id, status],
-                ))?;
-            }
-            append_history(transaction, order_id, status, worker)?;
-            Ok(Outputs::none())
-        })
+        self.store
+            .process_once(&message.identity(), |connection| {
+                let Some(current) = status_of(connection, order_id)? else {
+                    return Ok(Outputs::none());
+                };
+                if rank(status) > rank(&current) && current != "failed" {
+                    sql(connection.execute_cached(
+                        "UPDATE orders SET status = ?2 WHERE order_id = ?1",
+                        [order_id, status],
+                    ))?;
+                }
+                append_history(connection, order_id, status, worker)?;
+                Ok(Outputs::none())
+            })
+            .await
     }
 
     /// Marks an order failed, when the failure is of the request that placed it.
-    fn fail(
+    async fn fail(
         &self,
         message: &Incoming<'_, OrdersInput>,
         failed: &RequestFailed,
@@ -289,34 +294,36 @@ impl OrdersHandler {
             return Ok(Outputs::none());
         };
         let correlation_id = message.attributes.correlation_id();
-        self.store.process_once(&message.identity(), |transaction| {
-            let placed_by: Option<String> = sql(transaction
-                .query_row_cached(
-                    "SELECT correlation_id FROM orders WHERE order_id = ?1",
-                    [order_id],
-                    |row| row.get(0),
-                )
-                .optional())?;
-            if placed_by.as_deref() != Some(correlation_id) {
-                return Ok(Outputs::none());
-            }
-            let failure = OrderFailure {
-                code: failed.code.clone(),
-                worker: failed.worker.clone(),
-                stage: failed.stage.clone(),
-                message: failed.message.clone(),
-            };
-            let failure = serde_json::to_string(&failure).map_err(|error| {
-                HandlerError::permanent(fault_code::INTERNAL, error.to_string())
-            })?;
-            sql(transaction.execute_cached(
-                "UPDATE orders SET status = 'failed', failure = ?2 \
-                 WHERE order_id = ?1 AND status != 'failed'",
-                [order_id, &failure],
-            ))?;
-            append_history(transaction, order_id, "failed", &failed.worker)?;
-            Ok(Outputs::none())
-        })
+        self.store
+            .process_once(&message.identity(), |connection| {
+                let placed_by: Option<String> = sql(connection
+                    .query_row_cached(
+                        "SELECT correlation_id FROM orders WHERE order_id = ?1",
+                        [order_id],
+                        |row| row.get(0),
+                    )
+                    .optional())?;
+                if placed_by.as_deref() != Some(correlation_id) {
+                    return Ok(Outputs::none());
+                }
+                let failure = OrderFailure {
+                    code: failed.code.clone(),
+                    worker: failed.worker.clone(),
+                    stage: failed.stage.clone(),
+                    message: failed.message.clone(),
+                };
+                let failure = serde_json::to_string(&failure).map_err(|error| {
+                    HandlerError::permanent(fault_code::INTERNAL, error.to_string())
+                })?;
+                sql(connection.execute_cached(
+                    "UPDATE orders SET status = 'failed', failure = ?2 \
+                     WHERE order_id = ?1 AND status != 'failed'",
+                    [order_id, &failure],
+                ))?;
+                append_history(connection, order_id, "failed", &failed.worker)?;
+                Ok(Outputs::none())
+            })
+            .await
     }
 }
 
@@ -325,12 +332,14 @@ impl Handler for OrdersHandler {
 
     async fn handle(&self, message: Incoming<'_, OrdersInput>) -> Result<Outputs, HandlerError> {
         match &message.payload {
-            OrdersInput::Place(order) => self.place(&message, order),
-            OrdersInput::Get(get) => self.get(get),
-            OrdersInput::Reserved(event) => self.advance(&message, &event.order_id, "reserved"),
-            OrdersInput::Charged(event) => self.advance(&message, &event.order_id, "paid"),
-            OrdersInput::Booked(event) => self.advance(&message, &event.order_id, "shipped"),
-            OrdersInput::Failed(failed) => self.fail(&message, failed),
+            OrdersInput::Place(order) => self.place(&message, order).await,
+            OrdersInput::Get(get) => self.get(get).await,
+            OrdersInput::Reserved(event) => {
+                self.advance(&message, &event.order_id, "reserved").await
+            }
+            OrdersInput::Charged(event) => self.advance(&message, &event.order_id, "paid").await,
+            OrdersInput::Booked(event) => self.advance(&message, &event.order_id, "shipped").await,
+            OrdersInput::Failed(failed) => self.fail(&message, failed).await,
         }
     }
 }
@@ -342,13 +351,10 @@ fn invalid(problems: String) -> HandlerError {
 
 /// The order's lines with their prices, or `invalid_payload` for a SKU not in the
 /// price list.
-fn price(
-    transaction: &Transaction<'_>,
-    order: &PlaceOrder,
-) -> Result<Vec<PricedLine>, HandlerError> {
+fn price(connection: &Connection, order: &PlaceOrder) -> Result<Vec<PricedLine>, HandlerError> {
     let mut priced = Vec::with_capacity(order.items.len());
     for line in &order.items {
-        let unit_price_cents: Option<i64> = sql(transaction
+        let unit_price_cents: Option<i64> = sql(connection
             .query_row_cached(
                 "SELECT unit_price_cents FROM products WHERE sku = ?1",
                 [&line.sku],
@@ -367,11 +373,8 @@ fn price(
 }
 
 /// The status of `order_id`, when it was placed.
-fn status_of(
-    transaction: &Transaction<'_>,
-    order_id: &str,
-) -> Result<Option<String>, HandlerError> {
-    sql(transaction
+fn status_of(connection: &Connection, order_id: &str) -> Result<Option<String>, HandlerError> {
+    sql(connection
         .query_row_cached(
             "SELECT status FROM orders WHERE order_id = ?1",
             [order_id],
@@ -381,12 +384,12 @@ fn status_of(
 }
 
 fn append_history(
-    transaction: &Transaction<'_>,
+    connection: &Connection,
     order_id: &str,
     status: &str,
     worker: &str,
 ) -> Result<(), HandlerError> {
-    sql(transaction.execute_cached(
+    sql(connection.execute_cached(
         "INSERT INTO history (order_id, status, worker, at) VALUES (?1, ?2, ?3, ?4)",
         [order_id, status, worker, &now()],
     ))?;
@@ -470,18 +473,20 @@ impl OrdersCounts {
 
 impl OrdersHandler {
     /// How many orders are in each status now.
-    pub fn counts(&self) -> Result<OrdersCounts, HandlerError> {
-        self.store.read(|connection| {
-            let mut statement = connection.prepare_cached(
-                "SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY status",
-            )?;
-            let by_status = statement
-                .query_map([], |row| {
-                    Ok((row.get(0)?, row.get::<_, i64>(1)?.unsigned_abs()))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(OrdersCounts { by_status })
-        })
+    pub async fn counts(&self) -> Result<OrdersCounts, HandlerError> {
+        self.store
+            .read(|connection| {
+                let mut statement = connection.prepare_cached(
+                    "SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY status",
+                )?;
+                let by_status = statement
+                    .query_map([], |row| {
+                        Ok((row.get(0)?, row.get::<_, i64>(1)?.unsigned_abs()))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(OrdersCounts { by_status })
+            })
+            .await
     }
 }
 

@@ -125,6 +125,7 @@ async fn an_order_is_priced_recorded_and_sent_to_inventory() {
         .read(|connection| {
             connection.query_row("SELECT card_last4 FROM orders", [], |row| row.get(0))
         })
+        .await
         .expect("last4");
     assert_eq!(last4, "1111");
 }
@@ -197,7 +198,7 @@ async fn broken_rules_and_unknown_skus_are_invalid_payloads() {
     let (_, outputs) = orders.place(unknown).await;
     assert_eq!(code(&outputs.expect_err("unknown sku")), "invalid_payload");
     assert_eq!(
-        orders.handler.counts().expect("counts"),
+        orders.handler.counts().await.expect("counts"),
         OrdersCounts::default()
     );
 }
@@ -293,7 +294,10 @@ async fn events_move_an_order_on_and_a_failure_ends_it() {
         orders.status("ord-5").await.expect("status").status,
         "failed"
     );
-    assert_eq!(orders.handler.counts().expect("counts").of("failed"), 1);
+    assert_eq!(
+        orders.handler.counts().await.expect("counts").of("failed"),
+        1
+    );
 }
 
 #[tokio::test]

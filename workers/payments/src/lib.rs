@@ -16,7 +16,7 @@ use warren_messages::{
     BookShipment, CardCharged, ChargeCard, Inbound, Payload, Progress, RequestFailed,
 };
 use warren_runtime::{Handler, HandlerError, Incoming, Manifest, Outputs};
-use warren_store::rusqlite::{self, OptionalExtension, Transaction};
+use warren_store::rusqlite::{self, Connection, OptionalExtension};
 use warren_store::{CachedStatements, Store, StoreError};
 
 /// What the payments worker consumes and produces.
@@ -111,55 +111,57 @@ impl PaymentsHandler {
         &self.store
     }
 
-    fn charge(
+    async fn charge(
         &self,
         message: &Incoming<'_, PaymentsInput>,
         order: &ChargeCard,
     ) -> Result<Outputs, HandlerError> {
         let correlation_id = message.attributes.correlation_id();
-        self.store.process_once(&message.identity(), |transaction| {
-            let charge_id = match charge(transaction, &order.order_id)? {
-                Some(found) if found.refunded && !is_foreign_refund(&found, correlation_id) => {
-                    // The request failed before: it is not charged again.
-                    return Ok(Outputs::none());
-                }
-                Some(found) if !found.refunded => found.charge_id,
-                _ => charge_card(transaction, order, correlation_id)?,
-            };
-            Outputs::none()
-                .and_command(&BookShipment {
-                    order_id: order.order_id.clone(),
-                    ship_to: order.ship_to.clone(),
-                    items: order.items.clone(),
-                    charge_id: charge_id.clone(),
-                    total_cents: order.amount_cents,
-                    currency: order.currency.clone(),
-                })?
-                .and_event(&CardCharged {
-                    order_id: order.order_id.clone(),
-                    charge_id,
-                    amount_cents: order.amount_cents,
-                })?
-                .and_progress("charged")
-        })
+        self.store
+            .process_once(&message.identity(), |connection| {
+                let charge_id = match charge(connection, &order.order_id)? {
+                    Some(found) if found.refunded && !is_foreign_refund(&found, correlation_id) => {
+                        // The request failed before: it is not charged again.
+                        return Ok(Outputs::none());
+                    }
+                    Some(found) if !found.refunded => found.charge_id,
+                    _ => charge_card(connection, order, correlation_id)?,
+                };
+                Outputs::none()
+                    .and_command(&BookShipment {
+                        order_id: order.order_id.clone(),
+                        ship_to: order.ship_to.clone(),
+                        items: order.items.clone(),
+                        charge_id: charge_id.clone(),
+                        total_cents: order.amount_cents,
+                        currency: order.currency.clone(),
+                    })?
+                    .and_event(&CardCharged {
+                        order_id: order.order_id.clone(),
+                        charge_id,
+                        amount_cents: order.amount_cents,
+                    })?
+                    .and_progress("charged")
+            })
+            .await
     }
 
-    fn refund(&self, message: &Incoming<'_, PaymentsInput>) -> Result<Outputs, HandlerError> {
+    async fn refund(&self, message: &Incoming<'_, PaymentsInput>) -> Result<Outputs, HandlerError> {
         let Some(order_id) = message.attributes.subject.as_deref() else {
             return Ok(Outputs::none());
         };
         let correlation_id = message.attributes.correlation_id();
-        self.store.process_once(&message.identity(), |transaction| {
-            match charge(transaction, order_id)? {
+        self.store.process_once(&message.identity(), |connection| {
+            match charge(connection, order_id)? {
                 Some(found) if !found.refunded && found.correlation_id == correlation_id => {
-                    sql(transaction.execute_cached(
+                    sql(connection.execute_cached(
                         "UPDATE charges SET state = 'refunded', updated_at = ?2 WHERE order_id = ?1",
                         rusqlite::params![order_id, now()],
                     ))?;
                 }
                 Some(_) => {}
                 None => {
-                    sql(transaction.execute_cached(
+                    sql(connection.execute_cached(
                         "INSERT INTO charges (order_id, charge_id, correlation_id, amount_cents, \
                          currency, card_last4, state, updated_at) \
                          VALUES (?1, ?2, ?3, 0, '', '', 'refunded', ?4)",
@@ -169,6 +171,7 @@ impl PaymentsHandler {
             }
             Ok(Outputs::none())
         })
+        .await
     }
 }
 
@@ -177,8 +180,8 @@ impl Handler for PaymentsHandler {
 
     async fn handle(&self, message: Incoming<'_, PaymentsInput>) -> Result<Outputs, HandlerError> {
         match &message.payload {
-            PaymentsInput::Charge(order) => self.charge(&message, order),
-            PaymentsInput::Failed(_) => self.refund(&message),
+            PaymentsInput::Charge(order) => self.charge(&message, order).await,
+            PaymentsInput::Failed(_) => self.refund(&message).await,
         }
     }
 }
@@ -192,7 +195,7 @@ fn is_foreign_refund(found: &Charge, correlation_id: &str) -> bool {
 /// Charges the card of `order` (by the test rules), records the charge and returns its
 /// id.
 fn charge_card(
-    transaction: &Transaction<'_>,
+    connection: &Connection,
     order: &ChargeCard,
     correlation_id: &str,
 ) -> Result<String, HandlerError> {
@@ -214,7 +217,7 @@ fn charge_card(
     let charge_id = format!("chg-{}", uuid::Uuid::now_v7());
     let number = &order.card.number;
     let last4 = &number[number.len().saturating_sub(4)..];
-    sql(transaction.execute_cached(
+    sql(connection.execute_cached(
         "INSERT OR REPLACE INTO charges (order_id, charge_id, correlation_id, amount_cents, \
          currency, card_last4, state, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'charged', ?7)",
@@ -232,8 +235,8 @@ fn charge_card(
 }
 
 /// The charge of `order_id`, if there is one.
-fn charge(transaction: &Transaction<'_>, order_id: &str) -> Result<Option<Charge>, HandlerError> {
-    sql(transaction
+fn charge(connection: &Connection, order_id: &str) -> Result<Option<Charge>, HandlerError> {
+    sql(connection
         .query_row_cached(
             "SELECT charge_id, correlation_id, state FROM charges WHERE order_id = ?1",
             [order_id],
@@ -270,24 +273,26 @@ pub struct PaymentsCounts {
 
 impl PaymentsHandler {
     /// What the store holds now (refunds recorded for orders never charged left out).
-    pub fn counts(&self) -> Result<PaymentsCounts, HandlerError> {
-        self.store.read(|connection| {
-            connection.query_row_cached(
-                "SELECT \
-                   COUNT(*) FILTER (WHERE state = 'charged'), \
-                   COUNT(*) FILTER (WHERE state = 'refunded' AND charge_id != ''), \
-                   COALESCE(SUM(amount_cents) FILTER (WHERE state = 'charged'), 0) \
-                 FROM charges",
-                [],
-                |row| {
-                    Ok(PaymentsCounts {
-                        charged: row.get::<_, i64>(0)?.unsigned_abs(),
-                        refunded: row.get::<_, i64>(1)?.unsigned_abs(),
-                        charged_cents: row.get(2)?,
-                    })
-                },
-            )
-        })
+    pub async fn counts(&self) -> Result<PaymentsCounts, HandlerError> {
+        self.store
+            .read(|connection| {
+                connection.query_row_cached(
+                    "SELECT \
+                       COUNT(*) FILTER (WHERE state = 'charged'), \
+                       COUNT(*) FILTER (WHERE state = 'refunded' AND charge_id != ''), \
+                       COALESCE(SUM(amount_cents) FILTER (WHERE state = 'charged'), 0) \
+                     FROM charges",
+                    [],
+                    |row| {
+                        Ok(PaymentsCounts {
+                            charged: row.get::<_, i64>(0)?.unsigned_abs(),
+                            refunded: row.get::<_, i64>(1)?.unsigned_abs(),
+                            charged_cents: row.get(2)?,
+                        })
+                    },
+                )
+            })
+            .await
     }
 }
 

@@ -29,8 +29,8 @@ impl TempPayments {
         self.handler.handle(incoming).await
     }
 
-    fn counts(&self) -> PaymentsCounts {
-        self.handler.counts().expect("counts")
+    async fn counts(&self) -> PaymentsCounts {
+        self.handler.counts().await.expect("counts")
     }
 }
 
@@ -120,7 +120,7 @@ async fn a_charge_asks_shipping_to_book_and_is_made_once() {
     };
     assert_eq!(ids(&again), ids(&first));
     assert_eq!(
-        payments.counts(),
+        payments.counts().await,
         PaymentsCounts {
             charged: 1,
             refunded: 0,
@@ -133,6 +133,7 @@ async fn a_charge_asks_shipping_to_book_and_is_made_once() {
         .read(|connection| {
             connection.query_row("SELECT card_last4 FROM charges", [], |row| row.get(0))
         })
+        .await
         .expect("last4");
     assert_eq!(last4, "1111", "only the last four digits are kept");
 }
@@ -157,7 +158,7 @@ async fn the_test_cards_are_declined_or_fail() {
         .await
         .expect_err("processor error");
     assert_eq!(code(&error), "internal");
-    assert_eq!(payments.counts(), PaymentsCounts::default());
+    assert_eq!(payments.counts().await, PaymentsCounts::default());
 }
 
 #[tokio::test]
@@ -175,7 +176,7 @@ async fn a_failure_after_the_charge_refunds_it_once() {
         .send(&other, failed.clone())
         .await
         .expect("not ours");
-    assert_eq!(payments.counts().charged, 1);
+    assert_eq!(payments.counts().await.charged, 1);
     let (attributes, failed) = failure("c-4", "ord-4");
     payments
         .send(&attributes, failed.clone())
@@ -187,7 +188,7 @@ async fn a_failure_after_the_charge_refunds_it_once() {
         .await
         .expect("refunded already");
     assert_eq!(
-        payments.counts(),
+        payments.counts().await,
         PaymentsCounts {
             charged: 0,
             refunded: 1,
@@ -209,5 +210,5 @@ async fn a_charge_after_its_requests_failure_charges_nothing() {
         .await
         .expect("late");
     assert!(late.is_empty(), "{late:?}");
-    assert_eq!(payments.counts().charged, 0);
+    assert_eq!(payments.counts().await.charged, 0);
 }

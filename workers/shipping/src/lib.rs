@@ -66,14 +66,16 @@ impl ShippingHandler {
     }
 
     /// How many shipments are booked.
-    pub fn shipments(&self) -> Result<u64, HandlerError> {
-        self.store.read(|connection| {
-            connection
-                .query_row_cached("SELECT COUNT(*) FROM shipments", [], |row| {
-                    row.get::<_, i64>(0)
-                })
-                .map(i64::unsigned_abs)
-        })
+    pub async fn shipments(&self) -> Result<u64, HandlerError> {
+        self.store
+            .read(|connection| {
+                connection
+                    .query_row_cached("SELECT COUNT(*) FROM shipments", [], |row| {
+                        row.get::<_, i64>(0)
+                    })
+                    .map(i64::unsigned_abs)
+            })
+            .await
     }
 }
 
@@ -89,48 +91,50 @@ impl Handler for ShippingHandler {
             ));
         }
         let items: u32 = order.items.iter().map(|line| line.quantity).sum();
-        self.store.process_once(&message.identity(), |transaction| {
-            let booked: Option<(String, String)> = sql(transaction
-                .query_row_cached(
-                    "SELECT shipment_id, tracking_code FROM shipments WHERE order_id = ?1",
-                    [&order.order_id],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional())?;
-            let (shipment_id, tracking_code) = match booked {
-                Some(booked) => booked,
-                None => {
-                    let shipment = uuid::Uuid::now_v7();
-                    let booked = (format!("shp-{shipment}"), tracking_code(shipment));
-                    sql(transaction.execute_cached(
-                        "INSERT INTO shipments (order_id, shipment_id, tracking_code, items, \
-                         booked_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        rusqlite::params![
-                            order.order_id,
-                            booked.0,
-                            booked.1,
-                            items,
-                            jiff::Timestamp::now().to_string()
-                        ],
-                    ))?;
-                    booked
-                }
-            };
-            Outputs::reply(&OrderCompleted {
-                order_id: order.order_id.clone(),
-                shipment_id: shipment_id.clone(),
-                tracking_code: tracking_code.clone(),
-                total_cents: order.total_cents,
-                currency: order.currency.clone(),
-                items,
-            })?
-            .and_event(&ShipmentBooked {
-                order_id: order.order_id.clone(),
-                shipment_id,
-                tracking_code,
-            })?
-            .and_progress("booked")
-        })
+        self.store
+            .process_once(&message.identity(), |connection| {
+                let booked: Option<(String, String)> = sql(connection
+                    .query_row_cached(
+                        "SELECT shipment_id, tracking_code FROM shipments WHERE order_id = ?1",
+                        [&order.order_id],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional())?;
+                let (shipment_id, tracking_code) = match booked {
+                    Some(booked) => booked,
+                    None => {
+                        let shipment = uuid::Uuid::now_v7();
+                        let booked = (format!("shp-{shipment}"), tracking_code(shipment));
+                        sql(connection.execute_cached(
+                            "INSERT INTO shipments (order_id, shipment_id, tracking_code, items, \
+                             booked_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                            rusqlite::params![
+                                order.order_id,
+                                booked.0,
+                                booked.1,
+                                items,
+                                jiff::Timestamp::now().to_string()
+                            ],
+                        ))?;
+                        booked
+                    }
+                };
+                Outputs::reply(&OrderCompleted {
+                    order_id: order.order_id.clone(),
+                    shipment_id: shipment_id.clone(),
+                    tracking_code: tracking_code.clone(),
+                    total_cents: order.total_cents,
+                    currency: order.currency.clone(),
+                    items,
+                })?
+                .and_event(&ShipmentBooked {
+                    order_id: order.order_id.clone(),
+                    shipment_id,
+                    tracking_code,
+                })?
+                .and_progress("booked")
+            })
+            .await
     }
 }
 
@@ -245,7 +249,7 @@ mod tests {
             .expect("booked already");
         let again: OrderCompleted = second.reply_payload().expect("the result");
         assert_eq!(again, completed);
-        assert_eq!(shipping.handler.shipments().expect("count"), 1);
+        assert_eq!(shipping.handler.shipments().await.expect("count"), 1);
     }
 
     #[tokio::test]
@@ -260,6 +264,6 @@ mod tests {
             matches!(&error, HandlerError::Refused { code, .. } if code == ADDRESS_UNDELIVERABLE),
             "{error:?}"
         );
-        assert_eq!(shipping.handler.shipments().expect("count"), 0);
+        assert_eq!(shipping.handler.shipments().await.expect("count"), 0);
     }
 }

@@ -18,7 +18,7 @@
 //! worker reads `WARREN_FAILPOINTS` once at start: a comma-separated list of
 //! ([`Failpoints`]):
 //!
-//! - `crash_after_commit:<n>`: right after this process's `n`-th inbox commit, abort
+//! - `crash_after_commit:<n>`: right after the commit of this process's `n`-th add, abort
 //!   the process (`std::process::abort`), so the addition is committed but no reply is
 //!   published and the message is not acked;
 //! - `transient_keys:<prefix>`: an add for a key starting with `<prefix>` fails with a
@@ -111,7 +111,7 @@ pub enum StartError {
 pub struct TallyHandler {
     store: Store,
     failpoints: Failpoints,
-    /// Inbox commits made by this process, for `crash_after_commit`.
+    /// Adds this process has committed, for `crash_after_commit`.
     commits: AtomicU64,
 }
 
@@ -164,14 +164,17 @@ impl TallyHandler {
             )));
         }
         let mut committed = false;
-        let outputs = self.store.process_once(identity, |transaction| {
-            let total = add_to_total(transaction, &add)?;
-            committed = true;
-            Outputs::reply(&TallyAdded {
-                key: add.key.clone(),
-                total,
+        let outputs = self
+            .store
+            .process_once(identity, |connection| {
+                let total = add_to_total(connection, &add)?;
+                committed = true;
+                Outputs::reply(&TallyAdded {
+                    key: add.key.clone(),
+                    total,
+                })
             })
-        })?;
+            .await?;
         // `committed` is set only when the work ran, and process_once returned Ok, so
         // this process has just committed it (a replay does not count).
         if committed {
@@ -188,7 +191,7 @@ impl TallyHandler {
         Ok(outputs)
     }
 
-    fn get(&self, get: TallyGet) -> Result<Outputs, HandlerError> {
+    async fn get(&self, get: TallyGet) -> Result<Outputs, HandlerError> {
         check_key(&get.key)?;
         let total = self
             .store
@@ -200,7 +203,8 @@ impl TallyHandler {
                         |row| row.get::<_, i64>(0),
                     )
                     .optional()
-            })?
+            })
+            .await?
             .unwrap_or(0);
         Outputs::reply(&TallyTotal {
             key: get.key,
@@ -216,7 +220,7 @@ impl Handler for TallyHandler {
         let identity = message.identity();
         match message.payload {
             TallyCommand::Add(add) => self.add(&identity, add).await,
-            TallyCommand::Get(get) => self.get(get),
+            TallyCommand::Get(get) => self.get(get).await,
         }
     }
 }
@@ -232,17 +236,14 @@ fn check_key(key: &str) -> Result<(), HandlerError> {
     Ok(())
 }
 
-/// Adds `add.amount` to the total of `add.key` inside `transaction` and returns the new
-/// total. The sum is checked in Rust: SQLite would silently turn an overflowing integer
-/// sum into a float.
-fn add_to_total(
-    transaction: &rusqlite::Transaction<'_>,
-    add: &TallyAdd,
-) -> Result<i64, HandlerError> {
+/// Adds `add.amount` to the total of `add.key` on the store's `connection` (inside the
+/// message's savepoint) and returns the new total. The sum is checked in Rust: SQLite
+/// would silently turn an overflowing integer sum into a float.
+fn add_to_total(connection: &rusqlite::Connection, add: &TallyAdd) -> Result<i64, HandlerError> {
     let transient = |error: rusqlite::Error| {
         HandlerError::transient(format!("cannot update the total of {:?}: {error}", add.key))
     };
-    let current: i64 = transaction
+    let current: i64 = connection
         .query_row_cached(
             "SELECT total FROM totals WHERE key = ?1",
             [&add.key],
@@ -265,9 +266,9 @@ fn add_to_total(
             "amount": add.amount,
         }))
     })?;
-    // The IMMEDIATE transaction holds the write lock since before the read, so no
-    // other instance changed the total in between.
-    transaction
+    // The batch's IMMEDIATE transaction holds the write lock since before the read, so
+    // no other instance changed the total in between.
+    connection
         .execute_cached(
             "INSERT INTO totals (key, total) VALUES (?1, ?2)
              ON CONFLICT (key) DO UPDATE SET total = excluded.total",
@@ -281,7 +282,8 @@ fn add_to_total(
 /// `WARREN_FAILPOINTS` (see the crate docs). The default is none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Failpoints {
-    /// `crash_after_commit:<n>`: abort right after this process's `n`-th inbox commit.
+    /// `crash_after_commit:<n>`: abort right after the commit of this process's `n`-th
+    /// add.
     pub crash_after_commit: Option<u64>,
     /// `transient_keys:<prefix>`: adds for keys with this prefix fail transiently.
     pub transient_keys: Option<String>,
@@ -548,7 +550,15 @@ mod tests {
             second.reply_payload::<TallyAdded>()
         );
         assert_eq!(tally.total("k").await["total"], 5);
-        assert_eq!(tally.handler.store().processed_count().expect("count"), 1);
+        assert_eq!(
+            tally
+                .handler
+                .store()
+                .processed_count()
+                .await
+                .expect("count"),
+            1
+        );
     }
 
     #[tokio::test]
@@ -593,7 +603,15 @@ mod tests {
             serde_json::json!({"key": "k", "total": 3})
         );
         assert_eq!(tally.total("other").await["total"], 7);
-        assert_eq!(tally.handler.store().processed_count().expect("count"), 3);
+        assert_eq!(
+            tally
+                .handler
+                .store()
+                .processed_count()
+                .await
+                .expect("count"),
+            3
+        );
     }
 
     #[tokio::test]
@@ -611,7 +629,12 @@ mod tests {
         assert_eq!(tally.total("k").await["total"], i64::MAX);
         assert_eq!(tally.total("low").await["total"], i64::MIN);
         assert_eq!(
-            tally.handler.store().processed_count().expect("count"),
+            tally
+                .handler
+                .store()
+                .processed_count()
+                .await
+                .expect("count"),
             2,
             "failed adds are not recorded"
         );
@@ -630,7 +653,15 @@ mod tests {
             .await
             .expect_err("empty key");
         assert_eq!(permanent_code(&error), INVALID_KEY);
-        assert_eq!(tally.handler.store().processed_count().expect("count"), 0);
+        assert_eq!(
+            tally
+                .handler
+                .store()
+                .processed_count()
+                .await
+                .expect("count"),
+            0
+        );
     }
 
     #[tokio::test]
@@ -640,7 +671,15 @@ mod tests {
             tally.total("never").await,
             serde_json::json!({"key": "never", "total": 0})
         );
-        assert_eq!(tally.handler.store().processed_count().expect("count"), 0);
+        assert_eq!(
+            tally
+                .handler
+                .store()
+                .processed_count()
+                .await
+                .expect("count"),
+            0
+        );
     }
 
     #[tokio::test]
@@ -653,7 +692,15 @@ mod tests {
         assert!(matches!(error, HandlerError::Transient { .. }), "{error:?}");
         tally.add("steady", 5).await.expect("other keys work");
         assert_eq!(tally.total("flaky-1").await["total"], 0);
-        assert_eq!(tally.handler.store().processed_count().expect("count"), 1);
+        assert_eq!(
+            tally
+                .handler
+                .store()
+                .processed_count()
+                .await
+                .expect("count"),
+            1
+        );
     }
 
     #[tokio::test(start_paused = true)]
