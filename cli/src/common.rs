@@ -171,6 +171,22 @@ pub(crate) async fn next_outcome_before(
     }
 }
 
+/// Why an originator (`request`, `publish`, `load`) could not connect, with what to do
+/// when the broker refused its reply queue and it has no token: an originator under a
+/// user of its own may declare only the reply queues named after its token's subject.
+pub(crate) fn connect_failed(
+    error: warren_runtime::RuntimeError,
+    has_token: bool,
+) -> anyhow::Error {
+    let hint = if error.is_access_refused() && !has_token {
+        " (an originator under a broker user of its own names its reply queue after its \
+         token's subject, warren.reply.<subject>.…: give --token)"
+    } else {
+        ""
+    };
+    anyhow::Error::new(error).context(format!("cannot connect to the broker{hint}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,14 +6,13 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
 use warren_messages::{Fault, Payload, Progress};
 use warren_runtime::{Delivered, Originator, OutcomeRecovery, Settings, UNREADABLE_OUTCOME};
 
 use crate::common::{
-    exchange_for, new_envelope, next_outcome_before, parse_duration, publish_confirmed, reconnect,
-    requests_exit_code, source, unroutable,
+    connect_failed, exchange_for, new_envelope, next_outcome_before, parse_duration,
+    publish_confirmed, reconnect, requests_exit_code, source, unroutable,
 };
 
 /// How many requests are published before their confirms are awaited: the most that is
@@ -62,6 +61,7 @@ pub struct RequestArgs {
 pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<ExitCode> {
     let data = crate::input::read_data(&args.data)?;
     let token = args.token.read()?;
+    let has_token = token.is_some();
     let originator = Originator::connect_with_token(
         settings,
         "warren-cli publish",
@@ -71,7 +71,7 @@ pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<E
         token,
     )
     .await
-    .context("cannot connect to the broker")?;
+    .map_err(|error| connect_failed(error, has_token))?;
     let envelope = new_envelope(&args.message_type, &*data);
     let confirm = originator
         .send(exchange_for(&args.message_type), &envelope)
@@ -106,6 +106,7 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
         .count
         .unwrap_or_else(|| u32::try_from(data.len()).unwrap_or(u32::MAX));
     let prefetch = u16::try_from(count.min(1000)).unwrap_or(1000);
+    let has_token = token.is_some();
     let mut originator = Originator::connect_with_token(
         settings,
         "warren-cli request",
@@ -115,7 +116,7 @@ pub async fn request(settings: &Settings, args: RequestArgs) -> anyhow::Result<E
         token,
     )
     .await
-    .context("cannot connect to the broker")?;
+    .map_err(|error| connect_failed(error, has_token))?;
     let timeout = SignedDuration::try_from(args.timeout).unwrap_or(SignedDuration::MAX);
 
     // Each request waiting for its outcome, with its trace id.

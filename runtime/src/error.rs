@@ -64,3 +64,12 @@ pub enum RuntimeError {
     #[error("cannot encode an envelope: {0}")]
     Encode(#[from] serde_json::Error),
 }
+
+impl RuntimeError {
+    /// Whether the broker refused the user what it asked (403 `ACCESS_REFUSED`): a
+    /// permission of `warren topology apply`'s users, not a fault of the broker.
+    pub fn is_access_refused(&self) -> bool {
+        matches!(self, RuntimeError::Amqp(error)
+            if matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 403))
+    }
+}

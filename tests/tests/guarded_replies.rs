@@ -206,6 +206,16 @@ async fn the_secure_fleet_under_its_own_users_answers_its_originators_and_no_one
         "{outcome}"
     );
 
+    // Without a token, her user may declare no reply queue: refused, with what to do.
+    let mut cli = WarrenCommand::new("warren", &alice_url)
+        .args(&["request", TALLY_ADD, r#"{"key":"alice","amount":1}"#])
+        .env("WARREN_AMQP__DECLARE_EXCHANGES", "false")
+        .spawn();
+    let status = cli.wait(CLI_TIMEOUT).await;
+    assert_eq!(status.code(), Some(2), "{}", cli.stderr());
+    assert!(cli.stderr().contains("ACCESS_REFUSED"), "{}", cli.stderr());
+    assert!(cli.stderr().contains("give --token"), "{}", cli.stderr());
+
     let alice = BrokerClient::connect(&alice_url).await;
     let bob = BrokerClient::connect(&users.url_of("originator-bob")).await;
     let alices = ReplyQueue::declare_owned(&alice, "alice", ReplyQueueLifetime::Connection).await;

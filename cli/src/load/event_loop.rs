@@ -72,7 +72,7 @@ pub async fn run(settings: &Settings, args: LoadArgs) -> anyhow::Result<ExitCode
         token.as_deref().cloned(),
     )
     .await
-    .context("cannot connect to the broker")?;
+    .map_err(|error| crate::common::connect_failed(error, token.is_some()))?;
     let mut requests = Requests::new(
         &args.message_type,
         &data,
