@@ -35,6 +35,20 @@ const MEASURING: &str = "measuring for";
 /// What the shell prints after each `warren top` run in the pane.
 const EXITED: &str = "top exited with ";
 
+/// The exit statuses the shell printed on `screen` (`top exited with N`), wherever a line
+/// has one at its end: the shell's prompt may stand before it on the same line. The
+/// typed command, which ends `…with $?"`, is not one.
+fn exit_statuses(screen: &[String]) -> Vec<&str> {
+    screen
+        .iter()
+        .filter_map(|line| {
+            let status = &line[line.rfind(EXITED)? + EXITED.len()..];
+            (!status.is_empty() && status.bytes().all(|byte| byte.is_ascii_digit()))
+                .then_some(status)
+        })
+        .collect()
+}
+
 /// A worker started in `vhost` with its metrics on a free port; returns it and its
 /// metrics address.
 async fn start_with_metrics(
@@ -370,18 +384,10 @@ async fn top_shows_the_fleet_live_in_80_by_24_and_quits_on_q_and_ctrl_c() {
     tmux.press("q");
     let screen = tmux
         .wait_for_screen("the shell after q", |screen| {
-            screen
-                .iter()
-                .filter(|line| line.starts_with(EXITED))
-                .count()
-                == 1
+            exit_statuses(screen).len() == 1
         })
         .await;
-    assert!(
-        screen.iter().any(|line| line == &format!("{EXITED}0")),
-        "{}",
-        screen.join("\n")
-    );
+    assert_eq!(exit_statuses(&screen), ["0"], "{}", screen.join("\n"));
     assert!(
         screen.iter().all(|line| !line.starts_with("WORKER")),
         "{}",
@@ -410,22 +416,10 @@ async fn top_shows_the_fleet_live_in_80_by_24_and_quits_on_q_and_ctrl_c() {
     tmux.press("C-c");
     let screen = tmux
         .wait_for_screen("the shell after Ctrl-C", |screen| {
-            screen
-                .iter()
-                .filter(|line| line.starts_with(EXITED))
-                .count()
-                == 2
+            exit_statuses(screen).len() == 2
         })
         .await;
-    assert_eq!(
-        screen
-            .iter()
-            .filter(|line| *line == &format!("{EXITED}0"))
-            .count(),
-        2,
-        "{}",
-        screen.join("\n")
-    );
+    assert_eq!(exit_statuses(&screen), ["0", "0"], "{}", screen.join("\n"));
     assert_eq!(tmux.alternate_screen_and_cursor(), (false, true));
     drop(run);
 }
