@@ -316,13 +316,9 @@ async fn each_fault_reaches_the_originator_from_its_hop_and_is_undone() {
 async fn wait_for_status(pipeline: &Pipeline, order_id: &str, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let output = pipeline
-            .vhost
-            .warren(&["request", GET, &json!({ "order_id": order_id }).to_string()])
-            .await;
-        let found = output.envelopes().into_iter().next().expect("an answer");
-        if found["data"]["status"] == status {
-            return found["data"].clone();
+        let found = order_status(pipeline, order_id).await;
+        if found["status"] == status {
+            return found;
         }
         assert!(
             Instant::now() < deadline,
@@ -330,6 +326,82 @@ async fn wait_for_status(pipeline: &Pipeline, order_id: &str, status: &str) -> V
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `orders.get` of `order_id`, through the CLI: the answer's data.
+async fn order_status(pipeline: &Pipeline, order_id: &str) -> Value {
+    let output = pipeline
+        .vhost
+        .warren(&["request", GET, &json!({ "order_id": order_id }).to_string()])
+        .await;
+    let found = output.envelopes().into_iter().next().expect("an answer");
+    found["data"].clone()
+}
+
+/// The `(status, worker)` steps of an order's history, sorted.
+fn steps(status: &Value) -> Vec<(String, String)> {
+    let mut steps: Vec<(String, String)> = status["history"]
+        .as_array()
+        .expect("a history")
+        .iter()
+        .map(|step| {
+            (
+                step["status"].as_str().expect("a status").to_owned(),
+                step["worker"].as_str().expect("a worker").to_owned(),
+            )
+        })
+        .collect();
+    steps.sort();
+    steps
+}
+
+/// `orders` hears of every hop of an order followed hop by hop (`--progress`), and of
+/// the end alone of any other: both end shipped, each with the history `orders` was
+/// told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_hears_every_hop_of_a_followed_order_and_the_end_of_any() {
+    let pipeline = Pipeline::start(&[]).await;
+    for (order_id, followed) in [("ord-followed", true), ("ord-unfollowed", false)] {
+        let mut order = example_order("ok-one-apple.json");
+        order["order_id"] = json!(order_id);
+        let data = order.to_string();
+        let mut arguments = vec!["request", PLACE, &data, "--timeout", "30s"];
+        if followed {
+            arguments.push("--progress");
+        }
+        let output = pipeline.vhost.warren(&arguments).await;
+        assert_eq!(output.code(), Some(0), "{order_id}: {}", output.stdout);
+        wait_for_status(&pipeline, order_id, "shipped").await;
+    }
+    // Nothing left in flight: no step can still reach `orders`.
+    pipeline.settle().await;
+    let owned = |steps: &[(&str, &str)]| -> Vec<(String, String)> {
+        let mut steps: Vec<(String, String)> = steps
+            .iter()
+            .map(|(status, worker)| ((*status).to_owned(), (*worker).to_owned()))
+            .collect();
+        steps.sort();
+        steps
+    };
+    let followed = order_status(&pipeline, "ord-followed").await;
+    assert_eq!(followed["status"], "shipped", "{followed}");
+    assert_eq!(
+        steps(&followed),
+        owned(&[
+            ("placed", "orders"),
+            ("reserved", "inventory"),
+            ("paid", "payments"),
+            ("shipped", "shipping"),
+        ]),
+        "{followed}"
+    );
+    let unfollowed = order_status(&pipeline, "ord-unfollowed").await;
+    assert_eq!(unfollowed["status"], "shipped", "{unfollowed}");
+    assert_eq!(
+        steps(&unfollowed),
+        owned(&[("placed", "orders"), ("shipped", "shipping")]),
+        "{unfollowed}"
+    );
 }
 
 /// A request that reaches a later hop after its deadline: that hop faults

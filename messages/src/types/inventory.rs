@@ -74,5 +74,8 @@ pub fn unpriced(items: &[PricedLine]) -> Vec<OrderLine> {
 /// The inventory worker's messages in the catalogue.
 pub(crate) const CATALOGUE: &[Entry] = &[
     entry::<ReserveStock>(Kind::Command, "Reserve the stock of a priced order."),
-    entry::<StockReserved>(Kind::Event, "The stock of an order is reserved."),
+    entry::<StockReserved>(
+        Kind::Event,
+        "The stock of an order followed hop by hop is reserved.",
+    ),
 ];

@@ -55,5 +55,5 @@ payload!(CardCharged, "dev.warren.payments.charged.v1");
 /// The payments worker's messages in the catalogue.
 pub(crate) const CATALOGUE: &[Entry] = &[
     entry::<ChargeCard>(Kind::Command, "Charge an order whose stock is reserved."),
-    entry::<CardCharged>(Kind::Event, "An order was charged."),
+    entry::<CardCharged>(Kind::Event, "An order followed hop by hop was charged."),
 ];

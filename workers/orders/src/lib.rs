@@ -1,6 +1,7 @@
 //! The orders worker: validates, prices and records an order, then asks `inventory` to
-//! reserve its stock; keeps each order's status current from the other hops' events,
-//! and answers where an order is (docs/pipeline.md).
+//! reserve its stock; keeps each order's status current from the other hops' events
+//! (every hop's for an order followed hop by hop, the last or the failing hop's for any
+//! order), and answers where an order is (docs/pipeline.md).
 //!
 //! It owns the price list (`products`) and the orders (`orders`, with their `history`),
 //! in its own store, `<store.dir>/orders.sqlite`, changed only inside the inbox's

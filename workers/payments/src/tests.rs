@@ -100,7 +100,7 @@ async fn a_charge_asks_shipping_to_book_and_is_made_once() {
         .await
         .expect("charged");
     let routes: Vec<Route> = first.iter().map(Output::route).collect();
-    assert_eq!(routes, [Route::Command, Route::Event, Route::Progress]);
+    assert_eq!(routes, [Route::Command, Route::Progress]);
     let book: BookShipment = first
         .iter()
         .next()
@@ -136,6 +136,28 @@ async fn a_charge_asks_shipping_to_book_and_is_made_once() {
         .await
         .expect("last4");
     assert_eq!(last4, "1111", "only the last four digits are kept");
+}
+
+/// `orders` hears of the charge only when the order is followed hop by hop.
+#[tokio::test]
+async fn a_followed_order_tells_orders_of_its_charge() {
+    let payments = TempPayments::new();
+    let mut attributes = charge_attributes("c-1");
+    attributes.progress = true;
+    let outputs = payments
+        .send(&attributes, charge_data("ord-1", "4111111111111111"))
+        .await
+        .expect("charged");
+    let routes: Vec<Route> = outputs.iter().map(Output::route).collect();
+    assert_eq!(routes, [Route::Command, Route::Event, Route::Progress]);
+    let charged: CardCharged = outputs
+        .iter()
+        .find_map(Output::decode)
+        .expect("the charged event");
+    assert_eq!(
+        (charged.order_id.as_str(), charged.amount_cents),
+        ("ord-1", 1234)
+    );
 }
 
 #[tokio::test]
